@@ -1,0 +1,150 @@
+"""The starting model: a tiny Qwen2 built from scratch, or any causal LM from the hub or disk.
+
+`models/base/` always holds a tokenizer with a chat template and a `base.json` saying where
+the weights come from; scratch weights are saved there, hub weights are loaded by pinned
+revision rather than copied (a 72B checkpoint should not be duplicated into the pipeline).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+from chatsft.errors import UserError
+from chatsft.params import ModelParams, ScratchModel
+
+CHATML_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# Qwen2.5's ChatML layout, without its default system prompt and tool blocks.
+CHATML_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+# Qwen2's pre-tokenizer split (GPT-4 style, single digits).
+QWEN_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+class ModelLoadError(UserError):
+    """The model or tokenizer cannot be loaded; the message says which and why."""
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer with the ChatML special tokens and chat template."""
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=CHATML_SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        min_frequency=2,
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHATML_TEMPLATE,
+        model_max_length=1_000_000,
+    )
+
+
+def build_scratch_model(tokenizer: PreTrainedTokenizerBase, sizes: ScratchModel) -> Qwen2ForCausalLM:
+    torch.manual_seed(sizes.seed)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=sizes.hidden_size,
+        intermediate_size=sizes.intermediate_size,
+        num_hidden_layers=sizes.num_hidden_layers,
+        num_attention_heads=sizes.num_attention_heads,
+        num_key_value_heads=sizes.num_key_value_heads,
+        max_position_embeddings=sizes.max_position_embeddings,
+        rope_theta=sizes.rope_theta,
+        tie_word_embeddings=sizes.tie_word_embeddings,
+        bos_token_id=None,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=[tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")],
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+    )
+    return model
+
+
+def load_pretrained_tokenizer(params: ModelParams) -> tuple[PreTrainedTokenizerBase, str]:
+    """Tokenizer of a hub id or local directory, and the resolved revision (commit)."""
+    try:
+        tok = AutoTokenizer.from_pretrained(
+            params.name_or_path, revision=params.revision, trust_remote_code=params.trust_remote_code
+        )
+        config = AutoConfig.from_pretrained(
+            params.name_or_path, revision=params.revision, trust_remote_code=params.trust_remote_code
+        )
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"model.name_or_path={params.name_or_path!r}: {err}") from None
+    if not tok.chat_template:
+        raise ModelLoadError(
+            f"{params.name_or_path}: the tokenizer has no chat template; use an instruct/chat model "
+            "or a tokenizer that carries one"
+        )
+    if tok.pad_token is None:
+        # Our labels come from template spans, never from pad positions, so pad == eos is safe.
+        tok.pad_token = tok.eos_token
+    revision = getattr(config, "_commit_hash", None) or params.revision
+    return tok, revision
+
+
+def load_model(base_dir: str | Path, dtype: str = "float32", device_map: str | None = None):
+    """Load the model `models/base` (or a trained `models/sft`) refers to, safetensors only."""
+    base_dir = Path(base_dir)
+    info_path = base_dir / "base.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    source = info.get("weights_from") or str(base_dir)
+    kwargs = {
+        "dtype": "auto" if dtype == "auto" else getattr(torch, dtype),
+        "use_safetensors": True,
+        "trust_remote_code": info.get("trust_remote_code", False),
+    }
+    if info.get("weights_from"):
+        kwargs["revision"] = info.get("revision")
+    if device_map:
+        kwargs["device_map"] = device_map
+    try:
+        return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"{source}: cannot load the model: {err}") from None
+
+
+def load_tokenizer(model_dir: str | Path) -> PreTrainedTokenizerBase:
+    info_path = Path(model_dir) / "base.json"
+    trust = json.loads(info_path.read_text()).get("trust_remote_code", False) if (
+        info_path.exists()) else False
+    return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=trust)

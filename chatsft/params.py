@@ -1,0 +1,206 @@
+"""The typed schema of `params.yaml`: the single source of truth for every key.
+
+Each stage calls `load_params()` first; an unknown key, a wrong type or an out-of-range
+value stops the stage with a message naming the key, before any work is done.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from chatsft.errors import UserError
+
+
+class ParamsError(UserError, ValueError):
+    """A user mistake in params.yaml; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class Source(_Section):
+    path: str = Field(description="A file, glob or directory of JSON/JSONL records.")
+    format: Literal["auto", "chatml", "sharegpt", "alpaca"] = Field(
+        "auto", description="Record format; 'auto' detects it per record."
+    )
+    weight: float = Field(1.0, ge=1, description="Repeat factor (>= 1) for the training split.")
+    max_samples: int | None = Field(None, ge=1, description="Keep at most this many records.")
+
+
+class DataParams(_Section):
+    raw: list[str | Source] = Field(
+        ["data/demo.jsonl"], min_length=1, description="Raw sources: paths or Source entries."
+    )
+    seed: int = Field(42, description="Seed of the deterministic split.")
+    validation_fraction: float = Field(0.05, ge=0, lt=0.5, description="Share for validation.")
+    test_fraction: float = Field(0.05, ge=0, lt=0.5, description="Share for test.")
+    max_chars: int = Field(32000, ge=1, description="Reject conversations longer than this.")
+    max_turns: int = Field(64, ge=2, description="Reject conversations with more messages.")
+    control_chars: Literal["remove", "reject"] = Field(
+        "remove", description="What to do with control characters other than tab and newline."
+    )
+    special_tokens: Literal["reject", "escape"] = Field(
+        "reject", description="What to do with special-token strings inside content."
+    )
+    near_duplicates: bool = Field(
+        True, description="Also drop duplicates after NFKC, whitespace and case folding."
+    )
+
+    def sources(self) -> list[Source]:
+        return [Source(path=s) if isinstance(s, str) else s for s in self.raw]
+
+
+class ScratchModel(_Section):
+    vocab_size: int = Field(3000, ge=300, description="BPE vocabulary size incl. specials.")
+    hidden_size: int = Field(192, ge=8, description="Model width.")
+    num_hidden_layers: int = Field(4, ge=1, description="Transformer blocks.")
+    num_attention_heads: int = Field(6, ge=1, description="Query heads.")
+    num_key_value_heads: int = Field(2, ge=1, description="Key/value heads (GQA).")
+    intermediate_size: int = Field(512, ge=8, description="MLP width.")
+    max_position_embeddings: int = Field(1024, ge=16, description="Longest sequence.")
+    rope_theta: float = Field(10000.0, gt=0, description="RoPE base.")
+    tie_word_embeddings: bool = Field(True, description="Share input and output embeddings.")
+    seed: int = Field(0, description="Seed for the weight init and tokenizer training.")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ScratchModel:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError("hidden_size must be a multiple of num_attention_heads")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
+        return self
+
+
+class ModelParams(_Section):
+    name_or_path: str = Field(
+        "scratch", description="'scratch', a hub id or a local directory."
+    )
+    revision: str = Field("main", description="Hub revision (branch, tag or commit).")
+    trust_remote_code: bool = Field(False, description="Run model code from the hub (unsafe).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "float32", description="Weights dtype when loading."
+    )
+    device_map: str | None = Field(None, description="transformers device_map, e.g. 'auto'.")
+    scratch: ScratchModel = Field(default_factory=ScratchModel, description="Scratch sizes.")
+
+
+class TokenizeParams(_Section):
+    max_length: int = Field(256, ge=16, description="Longest tokenized conversation.")
+    ignore_index: int = Field(-100, description="Label value for unsupervised tokens.")
+    train_on: Literal["all", "last"] = Field(
+        "all", description="Supervise all assistant turns or only the last."
+    )
+    audit_samples: int = Field(8, ge=0, description="Samples rendered in the HTML mask audit.")
+
+
+class TrainParams(_Section):
+    seed: int = Field(42, description="Seed for init, data order and dropout.")
+    epochs: float = Field(3.0, gt=0, description="Passes over the training split.")
+    max_steps: int = Field(-1, ge=-1, description="Stop after this many optimizer steps (-1: off).")
+    per_device_batch_size: int = Field(16, ge=1, description="Micro-batch size per device.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per step.")
+    learning_rate: float = Field(3e-3, gt=0, lt=1, description="Peak learning rate.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW decay (not biases or norms).")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps warming up.")
+    lr_scheduler: Literal["linear", "cosine", "constant_with_warmup"] = Field(
+        "cosine", description="Decay after warmup."
+    )
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 on capable GPUs, fp16 on older ones, fp32 on CPU."
+    )
+    packing: Literal["pad", "pack"] = Field(
+        "pack", description="Pad batches (grouped by length) or pack rows of max_length."
+    )
+    gradient_checkpointing: bool = Field(False, description="Recompute activations.")
+    eval_steps: int = Field(100, ge=1, description="Evaluate every N optimizer steps.")
+    logging_steps: int = Field(10, ge=1, description="Log every N optimizer steps.")
+    dataloader_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    torch_threads: int = Field(0, ge=0, description="CPU threads for torch (0: torch default).")
+
+
+class GenerationParams(_Section):
+    batch_size: int = Field(32, ge=1, description="Prompts per generation batch.")
+    max_new_tokens: int = Field(64, ge=1, description="Longest reply.")
+    do_sample: bool = Field(False, description="Sample instead of greedy decoding.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    top_k: int = Field(0, ge=0, description="Top-k sampling (0: off).")
+    repetition_penalty: float = Field(1.0, gt=0, description="1.0 means no penalty.")
+    seed: int = Field(0, description="Seed for sampling.")
+
+
+class EvaluateParams(_Section):
+    generation: GenerationParams = Field(default_factory=GenerationParams)
+    max_samples: int | None = Field(None, ge=1, description="Evaluate at most N test samples.")
+    bleu_style: Literal["corpus", "llamafactory"] = Field(
+        "corpus", description="Corpus BLEU (default) or LLaMA-Factory's averaged char BLEU."
+    )
+    compare_base: bool = Field(True, description="Also score the untrained base model.")
+
+
+class PredictParams(_Section):
+    input: str = Field("data/predict.jsonl", description="ChatML prompts ending with a user turn.")
+    generation: GenerationParams = Field(default_factory=GenerationParams)
+
+
+class Params(_Section):
+    data: DataParams = Field(default_factory=DataParams)
+    model: ModelParams = Field(default_factory=ModelParams)
+    tokenize: TokenizeParams = Field(default_factory=TokenizeParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    predict: PredictParams = Field(default_factory=PredictParams)
+
+
+def _describe(err: ValidationError, path: str) -> str:
+    lines = [f"{path}: invalid parameters"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        else:
+            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_params(raw: dict, path: str = "params.yaml") -> Params:
+    """Validate a params mapping; raise ParamsError naming each bad key."""
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as err:
+        raise ParamsError(_describe(err, path)) from None
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict | None = None) -> Params:
+    """Read and validate params.yaml, with optional nested overrides merged on top."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found") from None
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections at the top level")
+    return parse_params(deep_merge(raw, overrides or {}), str(path))
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def default_params_yaml() -> str:
+    """params.yaml with every key at its default (used to write the shipped file)."""
+    return yaml.safe_dump(Params().model_dump(), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,37 @@
+"""Batch prediction over a file of ChatML prompts (each ending with a user turn)."""
+
+from __future__ import annotations
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from chatsft.data.formats import Reject, to_messages
+from chatsft.data.sources import expand, read_file
+from chatsft.generation import generate_replies
+from chatsft.params import GenerationParams
+
+
+def load_prompts(path: str) -> list[list[dict]]:
+    """Prompts from a JSON/JSONL file; a bad record stops with the file, record and reason."""
+    prompts = []
+    for file in expand(path):
+        for rec in read_file(file):
+            where = f"{rec.source}: {rec.locator}"
+            if rec.error:
+                raise Reject(rec.error[0], f"{where}: {rec.error[1]}")
+            try:
+                messages = to_messages(rec.value)
+            except Reject as r:
+                raise Reject(r.reason, f"{where}: {r.detail}") from None
+            if not messages or messages[-1]["role"] != "user":
+                raise Reject("prompt must end with a user turn", where)
+            prompts.append(messages)
+    return prompts
+
+
+def predict_file(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str, p: GenerationParams
+) -> list[dict]:
+    prompts = load_prompts(path)
+    replies = generate_replies(model, tokenizer, prompts, p)
+    return [{"messages": m, "reply": text, "generated_tokens": n}
+            for m, (text, n) in zip(prompts, replies, strict=True)]

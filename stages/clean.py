@@ -1,0 +1,25 @@
+"""Stage clean: raw sources -> data/clean/{train,validation,test,quarantine}.jsonl."""
+
+from chatsft.data.clean import clean_records, write_clean
+from chatsft.errors import user_errors_exit
+from chatsft.io import atomic_path, write_json
+from chatsft.params import load_params
+
+OUT_DIR = "data/clean"
+REPORT = "metrics/clean.json"
+
+
+@user_errors_exit
+def main() -> None:
+    params = load_params().data
+    result = clean_records(params)
+    report = result.report()
+    with atomic_path(OUT_DIR, is_dir=True) as tmp:
+        write_clean(result, tmp)
+    write_json(REPORT, report)
+    print(f"clean: read {report['read']}, kept {report['kept']} {report['splits']}, "
+          f"quarantined {report['quarantined']} {report['by_reason']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Stage predict: batch inference over predict.input -> models/predictions.jsonl."""
+
+from chatsft.errors import user_errors_exit
+from chatsft.io import write_jsonl
+from chatsft.modeling import load_model, load_tokenizer
+from chatsft.params import load_params
+from chatsft.predict import predict_file
+
+SFT_DIR = "models/sft"
+OUTPUT = "models/predictions.jsonl"
+
+
+@user_errors_exit
+def main() -> None:
+    params = load_params()
+    tokenizer = load_tokenizer(SFT_DIR)
+    model = load_model(SFT_DIR, params.model.dtype, params.model.device_map)
+    rows = predict_file(model, tokenizer, params.predict.input, params.predict.generation)
+    write_jsonl(OUTPUT, rows)
+    print(f"predict: {len(rows)} replies -> {OUTPUT}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Stage tokenize: clean splits -> data/tokenized (datasets), stats and the mask audit."""
+
+from pathlib import Path
+
+from datasets import DatasetDict
+
+from chatsft.errors import user_errors_exit
+from chatsft.io import atomic_path, write_json, write_jsonl, write_text
+from chatsft.modeling import load_tokenizer
+from chatsft.params import load_params
+from chatsft.template import ChatEncoder
+from chatsft.tokenize_data import audit_html, tokenize_all
+
+CLEAN_DIR = Path("data/clean")
+BASE_DIR = "models/base"
+OUT_DIR = "data/tokenized"
+STATS = "metrics/tokenize.json"
+AUDIT = "metrics/mask_audit.html"
+
+
+@user_errors_exit
+def main() -> None:
+    params = load_params().tokenize
+    tokenizer = load_tokenizer(BASE_DIR)
+    encoder = ChatEncoder(tokenizer, train_on=params.train_on, ignore_index=params.ignore_index,
+                          max_length=params.max_length)
+    datasets, quarantine, stats = tokenize_all(CLEAN_DIR, tokenizer, encoder)
+    with atomic_path(OUT_DIR, is_dir=True) as tmp:
+        DatasetDict(datasets).save_to_disk(str(tmp))
+        write_jsonl(tmp / "quarantine.jsonl", quarantine)
+    write_json(STATS, stats)
+    write_text(AUDIT, audit_html(tokenizer, datasets["train"], params.audit_samples,
+                                 params.ignore_index))
+    print(f"tokenize: {stats}")
+
+
+if __name__ == "__main__":
+    main()
