@@ -74,7 +74,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     )
 
 
-def build_scratch_model(tokenizer: PreTrainedTokenizerBase, sizes: ScratchModel) -> Qwen2ForCausalLM:
+def build_scratch_model(
+    tokenizer: PreTrainedTokenizerBase, sizes: ScratchModel
+) -> Qwen2ForCausalLM:
     torch.manual_seed(sizes.seed)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
@@ -102,18 +104,15 @@ def build_scratch_model(tokenizer: PreTrainedTokenizerBase, sizes: ScratchModel)
 def load_pretrained_tokenizer(params: ModelParams) -> tuple[PreTrainedTokenizerBase, str]:
     """Tokenizer of a hub id or local directory, and the resolved revision (commit)."""
     try:
-        tok = AutoTokenizer.from_pretrained(
-            params.name_or_path, revision=params.revision, trust_remote_code=params.trust_remote_code
-        )
-        config = AutoConfig.from_pretrained(
-            params.name_or_path, revision=params.revision, trust_remote_code=params.trust_remote_code
-        )
+        where = {"revision": params.revision, "trust_remote_code": params.trust_remote_code}
+        tok = AutoTokenizer.from_pretrained(params.name_or_path, **where)
+        config = AutoConfig.from_pretrained(params.name_or_path, **where)
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"model.name_or_path={params.name_or_path!r}: {err}") from None
     if not tok.chat_template:
         raise ModelLoadError(
-            f"{params.name_or_path}: the tokenizer has no chat template; use an instruct/chat model "
-            "or a tokenizer that carries one"
+            f"{params.name_or_path}: the tokenizer has no chat template; use an instruct or "
+            "chat model, or a tokenizer that carries one"
         )
     if tok.pad_token is None:
         # Our labels come from template spans, never from pad positions, so pad == eos is safe.

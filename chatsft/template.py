@@ -70,8 +70,11 @@ class ChatEncoder:
         self.max_length = max_length
         template = tokenizer.chat_template
         added = tokenizer.added_tokens_decoder.values()
+        # Like transformers' sanitize_control_tokens: special tokens, and added tokens the
+        # template writes itself (whitespace tokens excepted).
         self.control_tokens = sorted(
-            (t.content for t in added if t.special or (t.content in template and t.content.strip())),
+            (t.content for t in added if t.special or (t.content.strip() and t.content in template)
+             ),
             key=len,
             reverse=True,
         )

@@ -64,7 +64,7 @@ class LiveCallback(TrainerCallback):
         for key in ("loss", "learning_rate", "grad_norm", "eval_loss", "tokens_per_second",
                     "supervised_tokens"):
             if key in logs:
-                name = key if key.startswith("eval") else f"train/{key}"
+                name = f"eval/{key[5:]}" if key.startswith("eval_") else f"train/{key}"
                 self.live.log_metric(name, float(logs[key]))
         self.live.step = state.global_step
         self.live.next_step()
@@ -144,12 +144,13 @@ def build_trainer(
         pad_id=pad_id,
     )
     real = sum(len(r["input_ids"]) for r in rows)
+    supervised = sum(sum(v != IGNORE for v in r["labels"]) for r in rows)
     stats = {
         "rows": len(rows),
-        "real_tokens": real,
+        "tokens_per_epoch": real,
         "padding_fraction": 0.0 if params.packing == "pad" else
         1 - real / max(1, len(rows) * tok_params.max_length),
-        "supervised_fraction": sum(sum(v != IGNORE for v in r["labels"]) for r in rows) / max(1, real),
+        "supervised_fraction": supervised / max(1, real),
         "precision": precision,
     }
     return trainer, counter, stats

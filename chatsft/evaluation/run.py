@@ -6,7 +6,7 @@ from datasets import DatasetDict
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from chatsft.evaluation.perplexity import supervised_nll
-from chatsft.evaluation.text_metrics import compute_text_metrics, sample_scores
+from chatsft.evaluation.text_metrics import compute_text_metrics, per_sample_scores
 from chatsft.generation import generate_replies
 from chatsft.params import EvaluateParams
 
@@ -40,15 +40,16 @@ def evaluate_model(
     preds = [text for text, _ in replies]
     text = compute_text_metrics(preds, list(refs), style=params.bleu_style)
     metrics["test"] = metrics.get("test", {}) | {k: round(v, 4) for k, v in text.items()}
+    scores = per_sample_scores(preds, list(refs)) if preds else []
     rows = [
         {"prompt": p, "reference": r, "prediction": t, "generated_tokens": n}
-        | {k: round(v, 4) for k, v in sample_scores(t, r).items()}
-        for p, r, (t, n) in zip(prompts, refs, replies, strict=True)
+        | {k: round(v, 4) for k, v in s.items()}
+        for p, r, (t, n), s in zip(prompts, refs, replies, scores, strict=True)
     ]
     return metrics, rows
 
 
-def worst_table(rows: list[dict], n: int = 10, key: str = "bleu") -> str:
+def worst_table(rows: list[dict], n: int = 10, key: str = "bleu4") -> str:
     """A Markdown table of the lowest-scoring samples, for a person to read."""
     worst = sorted(range(len(rows)), key=lambda i: (rows[i].get(key, 0.0), i))[:n]
     lines = [f"| # | {key} | prompt (last user turn) | reference | prediction |",

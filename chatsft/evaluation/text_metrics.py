@@ -83,7 +83,7 @@ def _check_inputs(predictions: list[str], references: list[str]) -> None:
         )
     if not predictions:
         raise ValueError("need at least one prediction/reference pair, got none")
-    for i, (prediction, reference) in enumerate(zip(predictions, references)):
+    for i, (prediction, reference) in enumerate(zip(predictions, references, strict=True)):
         if not isinstance(prediction, str) or not isinstance(reference, str):
             raise TypeError(
                 f"sample {i}: prediction and reference must be str, got "
@@ -112,7 +112,7 @@ def compute_text_metrics(
     rouge = load_metric("chatsft_rouge").compute(
         predictions=predictions, references=references, style=style
     )
-    matches = [_exact_match(p, r) for p, r in zip(predictions, references)]
+    matches = [_exact_match(p, r) for p, r in zip(predictions, references, strict=True)]
     return {
         "bleu4": float(bleu["bleu"]),
         "rouge1": float(rouge["rouge1"]),
@@ -134,7 +134,11 @@ def per_sample_scores(predictions: list[str], references: list[str]) -> list[dic
     return [
         {"bleu4": float(b), "rougeL": float(r), "exact_match": _exact_match(p, ref)}
         for b, r, p, ref in zip(
-            bleu["bleu_per_sample"], rouge["rougeL_per_sample"], predictions, references
+            bleu["bleu_per_sample"],
+            rouge["rougeL_per_sample"],
+            predictions,
+            references,
+            strict=True,
         )
     ]
 

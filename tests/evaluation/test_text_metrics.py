@@ -6,6 +6,7 @@ sacrebleu / nltk / rouge_score called directly, never from the code under test.
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -33,8 +34,10 @@ EN_BLEU = 100 * (1 / 12) ** 0.25
 ZH_PRED, ZH_REF = "我喜欢吃苹果", "我喜欢吃香蕉"
 ZH_BLEU = 100 * (1 / 15) ** 0.25
 
-# Runs in a fresh interpreter with a fresh Hugging Face cache. An audit hook refuses (and
-# records) every DNS lookup and internet connection, so loading must not need the network.
+OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_EVALUATE_OFFLINE", "HF_DATASETS_OFFLINE")
+
+# Runs in a fresh interpreter with HF_HUB_OFFLINE=1 and an empty Hugging Face cache. An audit
+# hook refuses (and records) every DNS lookup and internet connection from the start.
 _OFFLINE_SCRIPT = """
 import json, sys
 
@@ -57,32 +60,27 @@ print(json.dumps({"metrics": result, "attempts": attempts}))
 
 
 @pytest.fixture(scope="module", autouse=True)
-def offline_runs(tmp_path_factory):
-    """Start the two offline subprocesses first so they overlap with the in-process tests."""
-    runs = {}
-    for name, offline_flag in (("hub_offline_env", "1"), ("no_offline_env", None)):
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("HF_HUB_OFFLINE", "HF_EVALUATE_OFFLINE", "HF_DATASETS_OFFLINE")
-        }
-        env["HF_HOME"] = str(tmp_path_factory.mktemp(name))  # nothing cached from earlier runs
-        env["PYTHONPATH"] = str(REPO_ROOT)
-        if offline_flag:
-            env["HF_HUB_OFFLINE"] = offline_flag
-        runs[name] = subprocess.Popen(
-            [sys.executable, "-c", _OFFLINE_SCRIPT],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-    yield runs
-    for process in runs.values():  # only matters when the offline tests were deselected
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+def offline_subprocess(tmp_path_factory):
+    """Start the offline subprocess first, so that its ~4 s of `import evaluate` overlaps
+    with the same import in this process."""
+    env = {k: v for k, v in os.environ.items() if k not in OFFLINE_VARS}
+    env |= {
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path_factory.mktemp("hf_home")),  # nothing cached from earlier runs
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-c", _OFFLINE_SCRIPT],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    yield process
+    if process.poll() is None:  # only when the test that reads it was deselected
+        process.kill()
+        process.communicate()
 
 
 def test_identical_strings_score_100():
@@ -112,7 +110,7 @@ def test_english_corpus_bleu_and_rouge_match_the_libraries():
     # For ASCII English our tokenizer must equal rouge_score's default one.
     default = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"])
     for key in ("rouge1", "rouge2", "rougeL"):
-        per_sample = [default.score(r, p)[key].fmeasure for p, r in zip(preds, refs)]
+        per_sample = [default.score(r, p)[key].fmeasure for p, r in zip(preds, refs, strict=True)]
         assert scores[key] == pytest.approx(100 * sum(per_sample) / len(per_sample)), key
 
 
@@ -150,8 +148,8 @@ def test_mixed_language_corpus_is_one_corpus_score():
     en = sacrebleu.corpus_bleu([EN_PRED], [[EN_REF]], tokenize="13a")
     zh = sacrebleu.corpus_bleu([ZH_PRED], [[ZH_REF]], tokenize="zh")
     expected = BLEU.compute_bleu(
-        correct=[a + b for a, b in zip(en.counts, zh.counts)],
-        total=[a + b for a, b in zip(en.totals, zh.totals)],
+        correct=[a + b for a, b in zip(en.counts, zh.counts, strict=True)],
+        total=[a + b for a, b in zip(en.totals, zh.totals, strict=True)],
         sys_len=en.sys_len + zh.sys_len,
         ref_len=en.ref_len + zh.ref_len,
     ).score
@@ -170,7 +168,7 @@ def test_llamafactory_bleu_matches_direct_nltk():
     preds = [EN_PRED, ZH_PRED, "好", "", "Hello world"]
     refs = [EN_REF, ZH_REF, "很好", "空", "hello, world!"]
     scores = tm.compute_text_metrics(preds, refs, style="llamafactory")
-    expected = [_nltk_char_bleu(p, r) for p, r in zip(preds, refs)]
+    expected = [_nltk_char_bleu(p, r) for p, r in zip(preds, refs, strict=True)]
     assert scores["bleu4"] == pytest.approx(sum(expected) / len(expected))
 
 
@@ -237,11 +235,32 @@ def test_load_metric_is_cached_and_loads_from_the_repo():
     assert tm.load_metric("chatsft_rouge").name == "chatsft_rouge"
 
 
-@pytest.mark.parametrize("name", ["hub_offline_env", "no_offline_env"])
-def test_loading_needs_no_network(offline_runs, name):
-    stdout, stderr = offline_runs[name].communicate(timeout=120)
-    assert offline_runs[name].returncode == 0, stderr
+def test_loading_with_hf_hub_offline_in_a_fresh_process_needs_no_network(offline_subprocess):
+    stdout, stderr = offline_subprocess.communicate(timeout=120)
+    assert offline_subprocess.returncode == 0, stderr
     report = json.loads(stdout.strip().splitlines()[-1])
     assert report["attempts"] == []
     expected = tm.compute_text_metrics([ZH_PRED, EN_PRED], [ZH_REF, EN_REF])
     assert report["metrics"] == pytest.approx(expected)
+
+
+@pytest.mark.skipif(
+    any(os.environ.get(var) for var in OFFLINE_VARS), reason="needs no HF offline variables"
+)
+def test_loading_without_offline_variables_needs_no_network(monkeypatch):
+    """Without HF_HUB_OFFLINE, evaluate.load of a local folder must still not go online."""
+    import evaluate
+
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network disabled by test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    for name in tm.METRIC_NAMES:  # evaluate.load itself, not the cached load_metric
+        module = evaluate.load(str(tm.METRIC_MODULES_DIR / name), keep_in_memory=True)
+        assert module.compute(predictions=[ZH_PRED], references=[ZH_PRED])
+    assert attempts == []

@@ -45,8 +45,8 @@ Returns:
         "nltk-chars" in llamafactory style.
 Examples:
     >>> bleu = evaluate.load("/abs/path/chatsft_bleu", keep_in_memory=True)
-    >>> bleu.compute(predictions=["我喜欢猫"], references=["我喜欢猫"])["bleu"]
-    100.00000000000004
+    >>> round(bleu.compute(predictions=["我喜欢猫"], references=["我喜欢猫"])["bleu"], 2)
+    100.0
 """
 
 _CITATION = """\
@@ -82,11 +82,11 @@ def tokenizer_for(prediction: str, reference: str) -> str:
 
 def corpus_bleu(predictions: list[str], references: list[str]) -> tuple[float, str]:
     """Corpus BLEU-4 with per-pair language-aware tokenization; returns (score, tokenizers)."""
-    names = [tokenizer_for(p, r) for p, r in zip(predictions, references)]
+    names = [tokenizer_for(p, r) for p, r in zip(predictions, references, strict=True)]
     # sacrebleu right-strips each segment before tokenizing; do the same so that
     # tokenize="none" on our output gives exactly sacrebleu's own statistics.
-    hyps = [_TOKENIZERS[n](p.rstrip()) for n, p in zip(names, predictions)]
-    refs = [_TOKENIZERS[n](r.rstrip()) for n, r in zip(names, references)]
+    hyps = [_TOKENIZERS[n](p.rstrip()) for n, p in zip(names, predictions, strict=True)]
+    refs = [_TOKENIZERS[n](r.rstrip()) for n, r in zip(names, references, strict=True)]
     score = sacrebleu.corpus_bleu(hyps, [refs], tokenize="none").score
     return score, "+".join(sorted(set(names)))
 
@@ -128,14 +128,12 @@ class ChatsftBleu(evaluate.Metric):
         if style not in STYLES:
             raise ValueError(f"Unknown BLEU style {style!r}; expected one of {STYLES}")
         if len(predictions) != len(references):
-            raise ValueError(
-                f"Got {len(predictions)} predictions but {len(references)} references"
-            )
+            raise ValueError(f"Got {len(predictions)} predictions but {len(references)} references")
         if not predictions:
             raise ValueError("BLEU needs at least one prediction/reference pair")
 
         if style == "llamafactory":
-            scores = [llamafactory_bleu(p, r) for p, r in zip(predictions, references)]
+            scores = [llamafactory_bleu(p, r) for p, r in zip(predictions, references, strict=True)]
             # np.mean, not sum()/len(): LLaMA-Factory averages with numpy (pairwise sums).
             result = {"bleu": float(np.mean(scores)), "tokenizers": "nltk-chars"}
             if per_sample:
@@ -146,6 +144,6 @@ class ChatsftBleu(evaluate.Metric):
         result = {"bleu": score, "tokenizers": names}
         if per_sample:
             result["bleu_per_sample"] = [
-                sentence_bleu_score(p, r) for p, r in zip(predictions, references)
+                sentence_bleu_score(p, r) for p, r in zip(predictions, references, strict=True)
             ]
         return result

@@ -187,14 +187,12 @@ class ChatsftRouge(evaluate.Metric):
         if style not in STYLES:
             raise ValueError(f"Unknown ROUGE style {style!r}; expected one of {STYLES}")
         if len(predictions) != len(references):
-            raise ValueError(
-                f"Got {len(predictions)} predictions but {len(references)} references"
-            )
+            raise ValueError(f"Got {len(predictions)} predictions but {len(references)} references")
         if not predictions:
             raise ValueError("ROUGE needs at least one prediction/reference pair")
 
         score_sample = llamafactory_rouge_sample if style == "llamafactory" else corpus_rouge_sample
-        samples = [score_sample(p, r) for p, r in zip(predictions, references)]
+        samples = [score_sample(p, r) for p, r in zip(predictions, references, strict=True)]
         result: dict = {}
         for key in ROUGE_TYPES:
             values = [sample[key] for sample in samples]

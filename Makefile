@@ -1,0 +1,28 @@
+# Two commands set everything up on a fresh clone: `make repro` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install repro test lint bench clean-outputs
+
+# torch is pinned to 2.13.0 (see README): here that resolves to the CPU wheel on local disk.
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+repro: install
+	$(BIN)/dvc repro
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check chatsft stages tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/clean_speed.py

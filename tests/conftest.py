@@ -1,0 +1,60 @@
+"""Session fixtures: tiny real tokenizers and models, built once, offline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = ROOT.parent / "shared" / "data" / "real"
+
+
+@pytest.fixture(scope="session")
+def demo_records() -> list[dict]:
+    from chatsft.data.demo import generate_demo
+
+    return generate_demo(seed=0, n=400)
+
+
+@pytest.fixture(scope="session")
+def chatml_tokenizer(demo_records):
+    """A byte-level BPE tokenizer with Qwen2.5's ChatML specials and template."""
+    from chatsft.modeling import train_tokenizer
+
+    texts = (m["content"] for r in demo_records for m in r["messages"])
+    return train_tokenizer(texts, vocab_size=600)
+
+
+@pytest.fixture(scope="session")
+def tiny_sizes():
+    from chatsft.params import ScratchModel
+
+    return ScratchModel(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=64, max_position_embeddings=512, seed=0,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, chatml_tokenizer, tiny_sizes) -> Path:
+    """A saved tiny Qwen2 model + tokenizer directory (like models/base for scratch)."""
+    from chatsft.modeling import build_scratch_model
+
+    out = tmp_path_factory.mktemp("tiny_model")
+    model = build_scratch_model(chatml_tokenizer, tiny_sizes)
+    model.save_pretrained(out)
+    chatml_tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture()
+def tiny_model(tiny_model_dir):
+    """A fresh copy of the tiny model for each test (tests may train it)."""
+    from chatsft.modeling import load_model
+
+    return load_model(tiny_model_dir)
