@@ -58,3 +58,7 @@ def tiny_model(tiny_model_dir):
     from chatsft.modeling import load_model
 
     return load_model(tiny_model_dir)
+
+
+# The reproduced pipeline clone shared by the end-to-end and experiment tests.
+from tests.pipeline_clone import pipeline_repo  # noqa: E402, F401

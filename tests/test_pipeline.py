@@ -7,69 +7,15 @@ stages that read it.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import ROOT
-
-BIN = Path(sys.executable).parent
-
-SMALL = {
-    "model": {"scratch": {"vocab_size": 500, "hidden_size": 32, "num_hidden_layers": 2,
-                          "num_attention_heads": 4, "num_key_value_heads": 2,
-                          "intermediate_size": 64, "max_position_embeddings": 512}},
-    "train": {"max_steps": 12, "per_device_batch_size": 4, "eval_steps": 6, "logging_steps": 2},
-    "evaluate": {"max_samples": 12, "generation": {"max_new_tokens": 8}},
-    "predict": {"generation": {"max_new_tokens": 8}},
-}
+from tests.pipeline_clone import run, set_params, stale
 
 
-def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", PYTHONPATH=str(cwd))
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
-    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
-
-
-def set_params(repo: Path, override: dict) -> None:
-    from chatsft.params import deep_merge
-
-    path = repo / "params.yaml"
-    params = deep_merge(yaml.safe_load(path.read_text()), override)
-    path.write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
-
-
-def stale(repo: Path) -> set[str]:
-    """Stages `dvc status` reports as changed."""
-    out = run(["dvc", "status", "--json"], repo).stdout
-    return set(json.loads(out or "{}"))
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """A clone of the working tree (tracked and new files), with the small params, reproduced."""
-    dst = tmp_path_factory.mktemp("clone")
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout.split()
-    for f in files:
-        if (ROOT / f).is_file() and f != "dvc.lock":
-            (dst / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, dst / f)
-    set_params(dst, SMALL)
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    run(["git", "init", "-q"], dst)
-    run(["git", "add", "-A"], dst)
-    run([*git, "commit", "-qm", "clone"], dst)
-    run(["dvc", "repro"], dst)
-    return dst
+@pytest.fixture()
+def repo(pipeline_repo):
+    return pipeline_repo
 
 
 def test_every_stage_produces_its_outputs(repo):
