@@ -17,15 +17,31 @@ def _data_sample(args: argparse.Namespace) -> int:
 
 
 def _data_check(args: argparse.Namespace) -> int:
-    from chatsft.data.clean import clean_records
-    from chatsft.params import DataParams
-
-    params = DataParams(raw=args.files, validation_fraction=0, test_fraction=0)
-    report = clean_records(params).report()
     import json
+    from pathlib import Path
 
-    print(json.dumps(report, ensure_ascii=False, indent=2))
-    return 1 if report["quarantined"] else 0
+    from chatsft.data.clean import clean_records, quarantine_lines
+    from chatsft.data.report import format_report
+    from chatsft.params import DataParams, Source, load_params
+
+    # The same rules as the clean stage: data.* from params.yaml when there is one.
+    base = load_params(args.params).data if Path(args.params).is_file() else DataParams()
+    params = base.model_copy(update={"raw": [Source(path=f, format=args.format)
+                                             for f in args.files]})
+    result = clean_records(params, strict=False)
+    report = result.report()
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        print(format_report(report, result.quarantine, examples=args.examples))
+    for problem in result.errors:
+        print(f"error: {problem}", file=sys.stderr)
+    if args.quarantine:
+        from chatsft.io import atomic_path
+
+        with atomic_path(args.quarantine) as tmp:
+            tmp.write_bytes(b"".join(quarantine_lines(result.quarantine)))
+    return 1 if report["quarantined"] or result.errors else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,9 +56,28 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("-n", type=int, default=3000)
     sample.set_defaults(func=_data_sample)
-    check = data.add_parser("check", help="report what the clean stage would reject")
-    check.add_argument("files", nargs="+")
+    check = data.add_parser(
+        "check", help="report what the clean stage would reject, without writing splits; "
+        "exit status 1 when any record is rejected"
+    )
+    check.add_argument("files", nargs="+", help="files, globs or directories")
+    check.add_argument("--format", default="auto", choices=["auto", "chatml", "sharegpt",
+                                                             "alpaca"])
+    check.add_argument("--params", default="params.yaml",
+                       help="take the data.* rules from this file when it exists")
+    check.add_argument("--examples", type=int, default=3, help="rejected records shown per "
+                       "reason")
+    check.add_argument("--json", action="store_true", help="print the metrics/clean.json report")
+    check.add_argument("--quarantine", metavar="FILE", help="also write the rejected records")
     check.set_defaults(func=_data_check)
+
+    from chatsft.cli_train import add_commands as add_train_commands
+
+    add_train_commands(sub)  # train, preset
+
+    from chatsft.cli_infer import add_commands as add_infer_commands
+
+    add_infer_commands(sub)  # chat, predict
     return parser
 
 

@@ -1,41 +1,124 @@
-"""Batched generation through exactly the training template and its end-of-turn tokens."""
+"""Generation through exactly the training template and its end-of-turn token.
+
+Prompts are encoded with `ChatEncoder.encode_prompt`, the encoding the training masks were
+checked against. Generation stops at the template's end-of-turn token (found by encoding a
+one-exchange conversation, not from a list of names) as well as at eos: a base model's eos is
+often `<|endoftext|>` while its chat turns end with `<|im_end|>`.
+
+Batches are left-padded with an attention mask; transformers derives the position ids from
+that mask (cumsum - 1), so a padded prompt sees the same positions as alone, and greedy outputs
+match one-at-a-time generation up to float rounding (`benchmarks/generation_speed.py`).
+"""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from chatsft.errors import UserError
+from chatsft.modeling import load_model
 from chatsft.params import GenerationParams
 from chatsft.template import ChatEncoder
 
 
-def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """The end-of-turn token(s) and eos: generation stops at whichever comes first."""
-    ids = set()
+class PromptTooLong(UserError, ValueError):
+    """A prompt does not fit the context window even with only its last user turn."""
+
+
+class Reply(NamedTuple):
+    text: str
+    generated_tokens: int  # including the stop token, when one was generated
+    ids: list[int]  # the reply's tokens, before the stop token
+
+
+def load_for_inference(model_dir: str, dtype: str = "float32", device_map: str | None = None):
+    """`load_model`, in eval mode, moved to the GPU when there is one and no device_map."""
+    model = load_model(model_dir, dtype, device_map)
+    if device_map is None and torch.cuda.is_available():
+        model = model.to("cuda")
+    return model.eval()
+
+
+def end_of_turn_ids(encoder: ChatEncoder) -> set[int]:
+    """Control tokens the template puts after an assistant message's text."""
+    enc = encoder.encode([{"role": "user", "content": "hi"},
+                          {"role": "assistant", "content": "hello"}])
+    return {t for t, lab in zip(enc.input_ids, enc.labels, strict=True)
+            if lab != encoder.ignore_index and t in encoder.control_ids}
+
+
+def stop_token_ids(model: PreTrainedModel, encoder: ChatEncoder) -> list[int]:
+    """The end-of-turn token(s), the model's eos and the tokenizer's eos."""
+    ids = end_of_turn_ids(encoder)
     eos = model.generation_config.eos_token_id
-    ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    for tok in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>"):
-        tid = tokenizer.convert_tokens_to_ids(tok)
-        if isinstance(tid, int) and tid != tokenizer.unk_token_id and tok in tokenizer.get_vocab():
-            ids.add(tid)
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
+    ids.update(eos if isinstance(eos, list) else [] if eos is None else [eos])
+    if encoder.tok.eos_token_id is not None:
+        ids.add(encoder.tok.eos_token_id)
     return sorted(ids)
 
 
-def generation_config(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, p: GenerationParams
-) -> GenerationConfig:
-    kwargs = dict(
+def generation_config(stops: list[int], pad_id: int, p: GenerationParams) -> GenerationConfig:
+    """The decoding of `p`, with the sampling settings always explicit when sampling:
+    transformers fills unset ones from the model's generation_config (Qwen's says top_k=20,
+    temperature=0.7) or its own defaults (top_k=50), which would silently change what
+    params.yaml asks for. top_k=0 disables top-k."""
+    sampling = dict(temperature=p.temperature, top_p=p.top_p, top_k=p.top_k) if p.do_sample \
+        else {}
+    return GenerationConfig(
         max_new_tokens=p.max_new_tokens,
         do_sample=p.do_sample,
-        eos_token_id=stop_token_ids(model, tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
         repetition_penalty=p.repetition_penalty,
+        num_beams=1,
+        use_cache=True,  # saved training configs often say use_cache: false
+        eos_token_id=stops,
+        pad_token_id=pad_id,
+        **sampling,
     )
-    if p.do_sample:
-        kwargs.update(temperature=p.temperature, top_p=p.top_p, top_k=p.top_k or None)
-    return GenerationConfig(**kwargs)
+
+
+def context_size(model: PreTrainedModel, max_context: int | None = None) -> int | None:
+    return max_context or getattr(model.config, "max_position_embeddings", None)
+
+
+def fit_prompt(
+    encoder: ChatEncoder, messages: list[dict], budget: int | None
+) -> tuple[list[int], int]:
+    """Prompt ids within `budget` tokens, dropping the oldest exchanges (the system prompt is
+    kept); returns the ids and the number of messages dropped."""
+    system = 1 if messages and messages[0]["role"] == "system" else 0
+    body = messages[system:]
+    dropped = 0
+    while True:
+        ids = encoder.encode_prompt(messages[:system] + body)
+        if budget is None or len(ids) <= budget:
+            return ids, dropped
+        # Drop through the next user turn, so tool calls go with the exchange they belong to.
+        nxt = next((i for i, m in enumerate(body) if i > 0 and m["role"] == "user"), None)
+        if nxt is None:
+            raise PromptTooLong(f"{len(ids)} prompt tokens > {budget} (the context window less "
+                                "max_new_tokens) even with only the last user turn")
+        body = body[nxt:]
+        dropped += nxt
+
+
+def decode_reply(tokenizer: PreTrainedTokenizerBase, tokens: list[int], stops: set[int]) -> Reply:
+    """The text before the first stop token, and how many tokens were generated."""
+    cut = next((k for k, t in enumerate(tokens) if t in stops), None)
+    reply = tokens if cut is None else tokens[:cut]
+    return Reply(tokenizer.decode(reply, skip_special_tokens=True).strip(),
+                 len(tokens) if cut is None else cut + 1, reply)
+
+
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r) :] = 1
+    return ids, mask
 
 
 @torch.inference_mode()
@@ -44,37 +127,47 @@ def generate_replies(
     tokenizer: PreTrainedTokenizerBase,
     prompts: list[list[dict]],
     p: GenerationParams,
-) -> list[tuple[str, int]]:
+    max_context: int | None = None,
+) -> list[Reply]:
     """Reply text and generated-token count for each prompt, in input order.
 
     Prompts are sorted by length so each left-padded batch wastes little; the KV cache is on.
+    Sampling is seeded per batch (seed + index of the batch's first sorted prompt), so a run is
+    deterministic for a seed. Prompts longer than the context window lose their oldest turns.
     """
     encoder = ChatEncoder(tokenizer)
-    encoded = [encoder.encode_prompt(m) for m in prompts]
+    stops = stop_token_ids(model, encoder)
+    config = generation_config(stops, tokenizer.pad_token_id, p)
+    context = context_size(model, max_context)
+    budget = None if context is None else context - p.max_new_tokens
+    encoded = []
+    for n, messages in enumerate(prompts):
+        try:
+            encoded.append(fit_prompt(encoder, messages, budget)[0])
+        except PromptTooLong as err:
+            raise PromptTooLong(f"prompt {n}: {err}") from None
     order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
-    config = generation_config(model, tokenizer, p)
-    stops = set(config.eos_token_id)
     device = next(model.parameters()).device
     model.eval()
-    out: list[tuple[str, int] | None] = [None] * len(prompts)
+    out: list[Reply | None] = [None] * len(prompts)
     for b in range(0, len(order), p.batch_size):
         idx = order[b : b + p.batch_size]
-        width = max(len(encoded[i]) for i in idx)
-        ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, i in enumerate(idx):
-            n = len(encoded[i])
-            ids[r, width - n :] = torch.tensor(encoded[i])
-            mask[r, width - n :] = 1
+        ids, mask = left_pad([encoded[i] for i in idx], tokenizer.pad_token_id)
         if p.do_sample:
             torch.manual_seed(p.seed + b)
         gen = model.generate(
             input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config
-        )[:, width:].tolist()
+        )[:, ids.shape[1] :].tolist()
         for r, i in enumerate(idx):
-            tokens = gen[r]
-            cut = next((k for k, t in enumerate(tokens) if t in stops), None)
-            reply = tokens if cut is None else tokens[:cut]
-            out[i] = (tokenizer.decode(reply, skip_special_tokens=True).strip(),
-                      len(tokens) if cut is None else cut + 1)
+            out[i] = decode_reply(tokenizer, gen[r], set(stops))
     return out  # type: ignore[return-value]
+
+
+@torch.inference_mode()
+def top2_margin(model: PreTrainedModel, input_ids: list[int]) -> float:
+    """Gap between the two largest next-token logits after `input_ids` (a near tie when tiny):
+    explains a greedy divergence between batched and one-at-a-time generation."""
+    device = next(model.parameters()).device
+    logits = model(input_ids=torch.tensor([input_ids], device=device)).logits[0, -1].float()
+    top = logits.topk(2).values
+    return float(top[0] - top[1])

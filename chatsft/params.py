@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from chatsft.errors import UserError
 
@@ -28,18 +36,22 @@ class Source(_Section):
     format: Literal["auto", "chatml", "sharegpt", "alpaca"] = Field(
         "auto", description="Record format; 'auto' detects it per record."
     )
-    weight: float = Field(1.0, ge=1, description="Repeat factor (>= 1) for the training split.")
-    max_samples: int | None = Field(None, ge=1, description="Keep at most this many records.")
+    weight: float = Field(
+        1.0, gt=0, description="Copies of each train record (fractions drawn at random)."
+    )
+    max_samples: int | None = Field(
+        None, ge=1, description="Keep a random subset of at most this many records."
+    )
 
 
 class DataParams(_Section):
     raw: list[str | Source] = Field(
         ["data/demo.jsonl"], min_length=1, description="Raw sources: paths or Source entries."
     )
-    seed: int = Field(42, description="Seed of the deterministic split.")
+    seed: int = Field(42, description="Seed of the deterministic split and sampling.")
     validation_fraction: float = Field(0.05, ge=0, lt=0.5, description="Share for validation.")
     test_fraction: float = Field(0.05, ge=0, lt=0.5, description="Share for test.")
-    max_chars: int = Field(32000, ge=1, description="Reject conversations longer than this.")
+    max_chars: int = Field(32000, ge=1, description="Reject conversations with more characters.")
     max_turns: int = Field(64, ge=2, description="Reject conversations with more messages.")
     control_chars: Literal["remove", "reject"] = Field(
         "remove", description="What to do with control characters other than tab and newline."
@@ -47,9 +59,23 @@ class DataParams(_Section):
     special_tokens: Literal["reject", "escape"] = Field(
         "reject", description="What to do with special-token strings inside content."
     )
+    extra_special_tokens: list[str] = Field(
+        [], description="More special-token strings to treat like <|im_start|> in content."
+    )
     near_duplicates: bool = Field(
         True, description="Also drop duplicates after NFKC, whitespace and case folding."
     )
+    tool_calls: Literal["keep", "reject"] = Field(
+        "keep", description="Tool-call records: keep them for the template (tokenize renders "
+        "or quarantines them) or reject them as 'unsupported role'."
+    )
+
+    @field_validator("extra_special_tokens")
+    @classmethod
+    def _non_empty(cls, value: list[str]) -> list[str]:
+        if any(len(s.strip()) < 2 for s in value):
+            raise ValueError("special-token strings need at least two characters")
+        return value
 
     def sources(self) -> list[Source]:
         return [Source(path=s) if isinstance(s, str) else s for s in self.raw]
@@ -90,12 +116,30 @@ class ModelParams(_Section):
 
 
 class TokenizeParams(_Section):
-    max_length: int = Field(256, ge=16, description="Longest tokenized conversation.")
+    max_length: int = Field(
+        256, ge=16, description="Longest sample (tokens), also the packed row length; longer "
+        "conversations lose their oldest exchanges, or are quarantined if the last one won't fit."
+    )
     ignore_index: int = Field(-100, description="Label value for unsupervised tokens.")
     train_on: Literal["all", "last"] = Field(
         "all", description="Supervise all assistant turns or only the last."
     )
-    audit_samples: int = Field(8, ge=0, description="Samples rendered in the HTML mask audit.")
+    audit_samples: int = Field(
+        8, ge=0, description="Train samples rendered in metrics/mask_audit.html."
+    )
+
+
+class LoraParams(_Section):
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: float = Field(32.0, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: str | list[str] = Field(
+        "all-linear", description="Modules to adapt, or 'all-linear' (every linear but lm_head)."
+    )
+    bits: Literal[4, 8] = Field(4, description="QLoRA: quantize the frozen base to 4 or 8 bits.")
+    merge: bool = Field(
+        True, description="Save models/sft as the base with adapters merged (else adapters only)."
+    )
 
 
 class TrainParams(_Section):
@@ -117,36 +161,86 @@ class TrainParams(_Section):
     packing: Literal["pad", "pack"] = Field(
         "pack", description="Pad batches (grouped by length) or pack rows of max_length."
     )
+    loss: Literal["auto", "chunked", "model"] = Field(
+        "auto", description="chunked: logits on supervised tokens only; auto: chunked unless "
+        "FSDP/ZeRO-3 shard the output layer; model: the model's own loss."
+    )
     gradient_checkpointing: bool = Field(False, description="Recompute activations.")
+    method: Literal["full", "lora", "qlora"] = Field(
+        "full", description="Train all weights, LoRA adapters, or LoRA on a quantized base."
+    )
+    lora: LoraParams = Field(default_factory=LoraParams, description="LoRA/QLoRA settings.")
     eval_steps: int = Field(100, ge=1, description="Evaluate every N optimizer steps.")
+    select_best: bool = Field(
+        True, description="Finish with the checkpoint of lowest eval loss (not the last)."
+    )
+    early_stopping_patience: int = Field(
+        0, ge=0, description="Stop after N evals without improvement (0: off)."
+    )
+    early_stopping_threshold: float = Field(
+        0.0, ge=0, description="Smallest eval-loss decrease that counts as improvement."
+    )
+    save_steps: int | None = Field(
+        None, ge=1, description="Checkpoint (for resume) every N steps (null: at every eval)."
+    )
+    save_total_limit: int = Field(2, ge=1, description="Complete checkpoints kept (plus the best).")
+    keep_checkpoints: bool = Field(
+        False, description="Keep models/checkpoints after a successful run (else emptied)."
+    )
     logging_steps: int = Field(10, ge=1, description="Log every N optimizer steps.")
+    distributed: Literal["none", "ddp", "fsdp", "zero2", "zero3_offload"] = Field(
+        "none", description="Launch with configs/accelerate/<name>.yaml (multi-GPU)."
+    )
+    num_processes: int = Field(0, ge=0, description="Processes to launch (0: one per GPU).")
     dataloader_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     torch_threads: int = Field(0, ge=0, description="CPU threads for torch (0: torch default).")
 
+    @field_validator("save_steps")
+    @classmethod
+    def _checkpoints_at_evals(cls, value: int | None, info: ValidationInfo) -> int | None:
+        d = info.data
+        best = d.get("select_best") or d.get("early_stopping_patience")
+        if value is not None and best and "eval_steps" in d and value % d["eval_steps"]:
+            raise ValueError(
+                f"must be a multiple of eval_steps ({d['eval_steps']}) when select_best or "
+                "early_stopping_patience is on, so that the best checkpoint is saved"
+            )
+        return value
+
+    def checkpoint_steps(self) -> int:
+        return self.save_steps or self.eval_steps
+
 
 class GenerationParams(_Section):
-    batch_size: int = Field(32, ge=1, description="Prompts per generation batch.")
-    max_new_tokens: int = Field(64, ge=1, description="Longest reply.")
+    batch_size: int = Field(32, ge=1, description="Prompts per generation batch (left-padded).")
+    max_new_tokens: int = Field(64, ge=1, description="Longest reply, in tokens.")
     do_sample: bool = Field(False, description="Sample instead of greedy decoding.")
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
-    top_k: int = Field(0, ge=0, description="Top-k sampling (0: off).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature (do_sample only).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (do_sample only).")
+    top_k: int = Field(0, ge=0, description="Top-k sampling (0: off; do_sample only).")
     repetition_penalty: float = Field(1.0, gt=0, description="1.0 means no penalty.")
-    seed: int = Field(0, description="Seed for sampling.")
+    seed: int = Field(0, description="Seed for sampling (the same seed gives the same replies).")
 
 
 class EvaluateParams(_Section):
-    generation: GenerationParams = Field(default_factory=GenerationParams)
-    max_samples: int | None = Field(None, ge=1, description="Evaluate at most N test samples.")
+    generation: GenerationParams = Field(
+        default_factory=GenerationParams, description="Decoding of the test replies."
+    )
+    max_samples: int | None = Field(
+        None, ge=1, description="Generate for at most N test prompts (perplexity uses all)."
+    )
     bleu_style: Literal["corpus", "llamafactory"] = Field(
-        "corpus", description="Corpus BLEU (default) or LLaMA-Factory's averaged char BLEU."
+        "corpus", description="Corpus BLEU/ROUGE (default) or LLaMA-Factory's averaged "
+        "character BLEU and jieba ROUGE, to compare with its numbers."
     )
     compare_base: bool = Field(True, description="Also score the untrained base model.")
 
 
 class PredictParams(_Section):
     input: str = Field("data/predict.jsonl", description="ChatML prompts ending with a user turn.")
-    generation: GenerationParams = Field(default_factory=GenerationParams)
+    generation: GenerationParams = Field(
+        default_factory=GenerationParams, description="Decoding of the replies."
+    )
 
 
 class Params(_Section):

@@ -1,4 +1,9 @@
-"""Batch prediction over a file of ChatML prompts (each ending with a user turn)."""
+"""Batch prediction over a file of prompts (each ending with a user turn).
+
+Prompts are ChatML (or ShareGPT) records in JSON or JSONL, read like the clean stage reads
+data. Each output line is `{"messages": [...], "reply": "...", "generated_tokens": n}`, in
+input order (generation sorts by length internally).
+"""
 
 from __future__ import annotations
 
@@ -25,13 +30,19 @@ def load_prompts(path: str) -> list[list[dict]]:
             if not messages or messages[-1]["role"] != "user":
                 raise Reject("prompt must end with a user turn", where)
             prompts.append(messages)
+    if not prompts:
+        raise Reject("no prompts", f"{path} holds no records")
     return prompts
 
 
 def predict_file(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str, p: GenerationParams
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    path: str,
+    p: GenerationParams,
+    max_context: int | None = None,
 ) -> list[dict]:
     prompts = load_prompts(path)
-    replies = generate_replies(model, tokenizer, prompts, p)
-    return [{"messages": m, "reply": text, "generated_tokens": n}
-            for m, (text, n) in zip(prompts, replies, strict=True)]
+    replies = generate_replies(model, tokenizer, prompts, p, max_context)
+    return [{"messages": m, "reply": r.text, "generated_tokens": r.generated_tokens}
+            for m, r in zip(prompts, replies, strict=True)]

@@ -2,29 +2,52 @@
 
 The masks come from the tokenizer's own Jinja template, rendered on prefixes of the
 conversation: for assistant turn k, `P_k` is the render of messages[:k] with the generation
-prompt and `F_k` the render of messages[:k+1]. The tokens of `F_k` after those of `P_k` are
-what the model must generate for turn k; we supervise them up to and including the last
-control token (the end-of-turn: `<|im_end|>`, `<|eot_id|>`, ...), but not the template's
-trailing text after it (a newline). No template needs `{% generation %}` markers, and no
-role names or token strings are hard-coded.
+prompt (what inference feeds the model) and `F_k` the render of messages[:k+1]. What `F_k` adds
+to `P_k` is what the model must generate for turn k; we supervise it up to and including its
+last control token (the end-of-turn: `<|im_end|>`, `<|eot_id|>`, ...), not the template's text
+after that (a newline) and never the role header, which belongs to `P_k`. No template needs
+`{% generation %}` markers, and no role names or token strings are hard-coded. Labels come from
+these spans, never from the pad id, so the end-of-turn is supervised even when pad == eos.
 
-Parity with inference is by construction and checked: the full conversation's tokens must
-start with the tokens of every `P_k` and `F_k`, and `encode_prompt` (what generation feeds
-the model) is the same `P_k` encoding. A mismatch raises `ParityError` naming the first
-differing token.
+Parity with inference is checked on every turn, at the token level: the tokens of the whole
+conversation before turn k's reply must be exactly the tokens of `P_k`, which is also what
+`encode_prompt` gives at inference; a mismatch raises `ParityError` naming the first differing
+token. Templates that render earlier turns differently once the conversation goes on (Qwen3
+drops the reasoning of earlier turns) cannot give one sample whose every prefix is an inference
+prompt; for those, each trained turn k becomes its own sample `F_k`.
 
-Text inside a message is never parsed as a control token: a message that contains one is
+Text inside a message is never parsed as a control token: a conversation that contains one is
 marked with transformers' `mark_control_tokens` and encoded with `encode_marked_chat`, the
 machinery behind `apply_chat_template(..., sanitize_control_tokens=True)`.
+
+Speed (see `benchmarks/tokenize_speed.py`): the template is compiled once and rendered directly
+(`render` equals `apply_chat_template(..., tokenize=False)`, tested), and each conversation is
+tokenized once, in batches. `P_k`'s tokens are then the conversation's tokens up to the last
+added token before the reply, plus the encoding of the short text from that token to the end
+of `P_k` (cached: it is `<|im_start|>assistant\\n` for ChatML). That is exact because a
+tokenizer splits its input at added tokens before anything else, so the text before an added
+token is encoded the same whatever follows it; `encode_records(..., fast=False)` encodes every
+prefix in full instead, and the tests check that both agree.
 """
 
 from __future__ import annotations
 
-import re
+import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import jinja2
+from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerBase
-from transformers.utils.chat_template_utils import encode_marked_chat, mark_control_tokens
+from transformers.utils.chat_template_utils import (
+    _alias_reasoning_fields,
+    _compile_jinja_template,
+    _get_control_token_patterns,
+    _get_template_variables,
+    encode_marked_chat,
+    mark_control_tokens,
+)
 
 from chatsft.errors import UserError
 
@@ -33,8 +56,30 @@ class ParityError(UserError, ValueError):
     """Training tokens would differ from what inference feeds the model."""
 
 
-class TooLong(UserError, ValueError):
-    """Even the last exchange alone does not fit in max_length."""
+class Skipped(UserError, ValueError):
+    """A conversation the tokenize stage quarantines; `reason` is a stable name."""
+
+    reason = "skipped"
+
+
+class TooLong(Skipped):
+    reason = "too long"
+
+
+class UnsupportedRole(Skipped):
+    reason = "unsupported role"
+
+
+class TemplateFailure(Skipped):
+    reason = "template error"
+
+
+class NoAssistantTurn(Skipped):
+    reason = "no assistant turn"
+
+
+class UnencodableText(Skipped):
+    reason = "control token in text"
 
 
 @dataclass
@@ -44,119 +89,332 @@ class Encoded:
     dropped_turns: int = 0  # messages removed by turn-respecting truncation
 
 
-def first_difference(a: list[int], b: list[int]) -> int:
+@dataclass
+class _Turn:
+    message: int  # index of the assistant message
+    prompt_end: int  # len(P_k) in the unit's text
+    turn_end: int  # len(F_k)
+    train: bool
+
+
+@dataclass
+class _Unit:
+    """One sample's text and its assistant turns."""
+
+    text: str
+    turns: list[_Turn]
+    marked: bool
+
+
+Result = list[Encoded] | Exception  # the samples of one record, or why it has none
+
+
+def first_difference(a: Sequence[int], b: Sequence[int]) -> int:
     for i, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
             return i
     return min(len(a), len(b))
 
 
+@dataclass(frozen=True)
+class _Template:
+    compiled: Any
+    variables: dict  # the template's globals, flat (jinja rebuilds them per render otherwise)
+    control_re: Any  # matches any control token string
+    control_ids: frozenset[int]
+    supports_tools: bool
+
+
+def _has_control(obj: Any, control_re: Any) -> bool:
+    """Whether any string in messages/tools (nested dicts and lists) holds a control token."""
+    strings, stack = [], [obj]
+    while stack:
+        item = stack.pop()
+        if type(item) is str:
+            strings.append(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return control_re.search("\0".join(strings)) is not None
+
+
+def _uses_tools(messages: list[dict], tools: list | None) -> bool:
+    return bool(tools) or any(m.get("tool_calls") or m["role"] == "tool" for m in messages)
+
+
 class ChatEncoder:
     """Encode conversations with one tokenizer's chat template."""
 
-    def __init__(
-        self,
-        tokenizer: PreTrainedTokenizerBase,
-        *,
-        train_on: str = "all",
-        ignore_index: int = -100,
-        max_length: int | None = None,
-    ) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, *, train_on: str = "all",
+                 ignore_index: int = -100, max_length: int | None = None) -> None:
         if not tokenizer.chat_template:
             raise ValueError("the tokenizer has no chat template")
+        if train_on not in ("all", "last"):
+            raise ValueError(f"train_on must be 'all' or 'last', got {train_on!r}")
         self.tok = tokenizer
         self.train_on = train_on
         self.ignore_index = ignore_index
         self.max_length = max_length
-        template = tokenizer.chat_template
-        added = tokenizer.added_tokens_decoder.values()
-        # Like transformers' sanitize_control_tokens: special tokens, and added tokens the
-        # template writes itself (whitespace tokens excepted).
-        self.control_tokens = sorted(
-            (t.content for t in added if t.special or (t.content.strip() and t.content in template)
-             ),
-            key=len,
-            reverse=True,
-        )
-        self.control_re = re.compile("|".join(map(re.escape, self.control_tokens)) or "(?!)")
-        self.control_ids = set(tokenizer.convert_tokens_to_ids(self.control_tokens))
+        self.special_tokens = dict(tokenizer.special_tokens_map)  # template variables
+        self._templates: dict[str, _Template] = {}
+        default = self._info(None)
+        self.control_re, self.control_ids = default.control_re, default.control_ids
+        self.added_ids = frozenset(tokenizer.added_tokens_decoder)
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        self.backend: Tokenizer | None = None
+        if backend is not None:
+            # A private copy: the wrapper leaves truncation/padding state on its backend.
+            self.backend = Tokenizer.from_str(backend.to_str())
+            self.backend.no_truncation()
+            self.backend.no_padding()
+            self.backend.encode_special_tokens = False
+        self._pieces: dict[str, list[int]] = {}
 
-    # -- rendering and encoding of strings ---------------------------------------------------
+    def _info(self, tools: list | None) -> _Template:
+        source = self.tok.get_chat_template(None, tools or None)
+        info = self._templates.get(source)
+        if info is None:
+            control = self.tok._get_control_tokens(source)  # what sanitize_control_tokens uses
+            info = self._templates[source] = _Template(
+                compiled=(compiled := _compile_jinja_template(source)),
+                variables={**compiled.globals, **self.special_tokens},
+                control_re=_get_control_token_patterns(tuple(control))[0],
+                control_ids=frozenset(self.tok.convert_tokens_to_ids(list(control))),
+                supports_tools="tools" in _get_template_variables(source)
+                and "tool_calls" in source,
+            )
+        return info
 
-    def render(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
-        return self.tok.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=add_generation_prompt
-        )
+    # -- rendering ---------------------------------------------------------------------------
 
-    def _needs_marking(self, messages: list[dict]) -> bool:
-        return any(self.control_re.search(m["content"]) for m in messages)
+    def render(self, messages: list[dict], add_generation_prompt: bool = False,
+               tools: list | None = None) -> str:
+        """`apply_chat_template(messages, tools=tools, tokenize=False, ...)`, without its
+        per-call conversion overhead (messages must be plain JSON data)."""
+        msgs = _alias_reasoning_fields(
+            [{k: v for k, v in m.items() if v is not None} for m in messages])
+        return self._render(self._info(tools), msgs, add_generation_prompt, tools)
 
-    def _encode_texts(self, texts: list[str], marked: bool) -> list[list[int]]:
+    def _render(self, info: _Template, msgs: list[dict], gen: bool, tools: list | None) -> str:
+        # Template.render(**variables), minus a per-call merge of the globals (a third of the
+        # time); the output is the same (tested against apply_chat_template).
+        context = info.compiled.new_context({**info.variables, "messages": msgs, "tools": tools,
+                                             "documents": None, "add_generation_prompt": gen},
+                                            shared=True)
+        return "".join(info.compiled.root_render_func(context))
+
+    def _encode_text(self, text: str, marked: bool) -> list[int]:
         if marked:
-            return [encode_marked_chat(self.tok, t) for t in texts]
-        return self.tok(texts, add_special_tokens=False)["input_ids"]
+            try:
+                return encode_marked_chat(self.tok, text)
+            except ValueError as err:  # the tokenizer makes a control token from plain text
+                raise UnencodableText(str(err)) from None
+        if self.backend is not None:
+            return self.backend.encode(text, add_special_tokens=False).ids
+        return self.tok.encode(text, add_special_tokens=False)
 
-    def encode_prompt(self, messages: list[dict]) -> list[int]:
-        """Tokens fed to the model to generate the next assistant turn (inference)."""
-        marked = self._needs_marking(messages)
+    def encode_prompt(self, messages: list[dict], tools: list | None = None) -> list[int]:
+        """Tokens fed to the model to generate the next assistant turn (inference); equal to
+        `apply_chat_template(..., add_generation_prompt=True, sanitize_control_tokens=True)`."""
+        info = self._info(tools)
+        marked = _has_control(messages, info.control_re) or _has_control(tools, info.control_re)
         if marked:
-            messages = mark_control_tokens(messages, self.control_re)
-        return self._encode_texts([self.render(messages, add_generation_prompt=True)], marked)[0]
+            messages = mark_control_tokens(messages, info.control_re)
+            tools = mark_control_tokens(tools, info.control_re)
+        return self._encode_text(self.render(messages, True, tools), marked)
 
-    # -- conversations -----------------------------------------------------------------------
+    def _plan(self, messages: list[dict], tools: list | None) -> list[_Unit]:
+        """The texts to encode for one conversation and where each assistant turn lies."""
+        info = self._info(tools)
+        if _uses_tools(messages, tools) and not info.supports_tools:
+            raise UnsupportedRole("the record uses tools and the chat template does not "
+                                  "render tools and tool_calls")
+        marked = _has_control(messages, info.control_re) or _has_control(tools, info.control_re)
+        if marked:
+            messages = mark_control_tokens(messages, info.control_re)
+            tools = mark_control_tokens(tools, info.control_re)
+        msgs = _alias_reasoning_fields(
+            [{k: v for k, v in m.items() if v is not None} for m in messages])
+        assistant = [i for i, m in enumerate(msgs) if m["role"] == "assistant"]
+        if not assistant:
+            raise NoAssistantTurn("the conversation has no assistant message")
+        trained = set(assistant if self.train_on == "all" else assistant[-1:])
+        try:
+            full = self._render(info, msgs, False, tools)
+            spans = []
+            for i in assistant:
+                prompt = self._render(info, msgs[:i], True, tools)
+                through = full if i + 1 == len(msgs) else self._render(info, msgs[: i + 1], False,
+                                                                       tools)
+                if not through.startswith(prompt):
+                    self._parity_message(self._encode_text(through, marked), self._encode_text(
+                        prompt, marked), i, "generation prompt", rendered=True)
+                spans.append((i, prompt, through))
+        except jinja2.TemplateError as err:
+            raise TemplateFailure(f"the chat template failed: {err}") from None
+        if all(full.startswith(through) for _, _, through in spans):
+            turns = [_Turn(i, len(p), len(t), i in trained) for i, p, t in spans]
+            return [_Unit(full, turns, marked)]
+        # The template rewrites earlier turns: one sample per trained turn.
+        return [_Unit(t, [_Turn(i, len(p), len(t), True)], marked)
+                for i, p, t in spans if i in trained]
 
-    def encode(self, messages: list[dict]) -> Encoded:
+    # -- encoding ----------------------------------------------------------------------------
+
+    def encode(self, messages: list[dict], tools: list | None = None) -> Encoded:
         """Input ids and labels of one conversation, truncated by whole turns if needed."""
-        system = messages[:1] if messages and messages[0]["role"] == "system" else []
-        body = messages[len(system) :]
-        dropped = 0
-        while True:
-            enc = self._encode_once(system + body)
-            if self.max_length is None or len(enc.input_ids) <= self.max_length:
-                enc.dropped_turns = dropped
-                return enc
-            if len(body) <= 2:
-                raise TooLong(
-                    f"{len(enc.input_ids)} tokens > max_length {self.max_length} "
-                    "even with only the last exchange"
-                )
-            body = body[2:]  # the oldest user/assistant pair
-            dropped += 2
+        result = self.encode_records([{"messages": messages, "tools": tools}])[0]
+        if isinstance(result, Exception):
+            raise result
+        if len(result) != 1:
+            raise ValueError("this template gives one sample per assistant turn; use "
+                             "encode_records")
+        return result[0]
 
-    def _encode_once(self, messages: list[dict]) -> Encoded:
-        marked = self._needs_marking(messages)
-        msgs = mark_control_tokens(messages, self.control_re) if marked else messages
-        turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
-        if self.train_on == "last":
-            turns = turns[-1:]
-        texts = [self.render(msgs)]
-        for i in turns:
-            texts.append(self.render(msgs[:i], add_generation_prompt=True))
-            texts.append(self.render(msgs[: i + 1]))
-        ids = self._encode_texts(texts, marked)
-        full = ids[0]
-        labels = [self.ignore_index] * len(full)
-        for n, i in enumerate(turns):
-            prompt, through = ids[1 + 2 * n], ids[2 + 2 * n]
-            for name, part in (("prompt", prompt), ("turn", through)):
-                if full[: len(part)] != part:
-                    self._raise_parity(messages, i, name, full, part)
-            reply = through[len(prompt) :]
-            # Supervise through the last control token (the end-of-turn), not what follows it.
-            end = max((j + 1 for j, t in enumerate(reply) if t in self.control_ids), default=0)
-            end = end or len(reply)
-            start = len(prompt)
-            labels[start : start + end] = full[start : start + end]
-        return Encoded(full, labels)
+    def encode_records(self, records: Sequence[dict], fast: bool = True) -> list[Result]:
+        """Samples of each `{"messages", "tools"?}` record, or the exception that stops it:
+        a `Skipped` (quarantine it) or a `ParityError` (a bug or a template to fix)."""
+        items = [(r["messages"], r.get("tools")) for r in records]
+        results = self._encode_items(items, fast)
+        for n, res in enumerate(results):
+            if self._too_long(res):
+                results[n] = self._truncated(*items[n], fast)
+        return results
 
-    def _raise_parity(
-        self, messages: list[dict], turn: int, what: str, full: list[int], part: list[int]
-    ) -> None:
-        at = first_difference(full, part)
-        got = self.tok.convert_ids_to_tokens(full[at : at + 1])
+    def _too_long(self, res: Result) -> bool:
+        return self.max_length is not None and not isinstance(res, Exception) and any(
+            len(e.input_ids) > self.max_length for e in res)
+
+    def _truncated(self, messages: list[dict], tools: list | None, fast: bool) -> Result:
+        """Drop the oldest exchanges (a user turn and all up to the next one; the system prompt
+        stays) until every sample fits: the fewest cuts, found by bisection."""
+        system = 1 if messages and messages[0]["role"] == "system" else 0
+        head, body = messages[:system], messages[system:]
+        last = max(i for i, m in enumerate(body) if m["role"] == "assistant")
+        cuts = [i for i, m in enumerate(body) if 0 < i < last and m["role"] == "user"]
+
+        def attempt(c: int) -> Result:
+            return self._encode_items([(head + body[cuts[c]:], tools)], fast)[0]
+
+        lo, hi = -1, len(cuts) - 1  # lo: known too long (no cut); hi: the candidate that fits
+        best = attempt(hi) if cuts else None
+        if best is None or self._too_long(best):
+            return TooLong(f"even with only the last exchange the conversation does not fit in "
+                           f"max_length {self.max_length} tokens")
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            res = attempt(mid)
+            if self._too_long(res):
+                lo = mid
+            else:
+                hi, best = mid, res
+        if not isinstance(best, Exception):
+            for e in best:
+                e.dropped_turns = cuts[hi]
+        return best
+
+    def _encode_items(self, items: list[tuple[list[dict], list | None]], fast: bool
+                      ) -> list[Result]:
+        plans: list[list[_Unit] | Exception] = []
+        for messages, tools in items:
+            try:
+                plans.append(self._plan(messages, tools))
+            except (Skipped, ParityError) as err:
+                plans.append(err)
+        use_fast = fast and self.backend is not None
+        units = [u for p in plans if not isinstance(p, Exception) for u in p
+                 if use_fast and not u.marked]
+        encodings = self.backend.encode_batch([u.text for u in units], add_special_tokens=False
+                                              ) if units else []
+        prepared = dict(zip(map(id, units), self._with_pieces(units, encodings), strict=True))
+        results: list[Result] = []
+        for plan in plans:
+            try:
+                if isinstance(plan, Exception):
+                    raise plan
+                results.append([self._encode_fast(u, *prepared[id(u)]) if id(u) in prepared
+                                 else self._encode_exact(u) for u in plan])
+            except (Skipped, ParityError) as err:
+                results.append(err)
+        return results
+
+    def _with_pieces(self, units: list[_Unit], encodings: list[Any]) -> list[tuple]:
+        """Per unit: (encoding, token starts, per turn (index of the prompt's last added token,
+        the prompt's text from that token on)); every such text encoded, in one batch."""
+        out = []
+        for unit, enc in zip(units, encodings, strict=True):
+            ids, offsets = enc.ids, enc.offsets
+            starts = [o[0] for o in offsets]
+            pieces = []
+            for turn in unit.turns:
+                j = bisect.bisect_left(starts, turn.prompt_end) - 1
+                while j >= 0 and not (ids[j] in self.added_ids
+                                      and offsets[j][1] <= turn.prompt_end):
+                    j -= 1
+                begin = offsets[j][0] if j >= 0 else 0
+                pieces.append((max(j, 0), unit.text[begin : turn.prompt_end]))
+            out.append((enc, starts, pieces))
+        if len(self._pieces) > 100_000:  # templates without added tokens: unbounded tails
+            self._pieces.clear()
+        new = sorted({p for _, _, ps in out for _, p in ps}.difference(self._pieces))
+        if new:
+            encoded = self.backend.encode_batch(new, add_special_tokens=False)
+            self._pieces.update((text, e.ids) for text, e in zip(new, encoded, strict=True))
+        return out
+
+    def _encode_fast(self, unit: _Unit, enc: Any, starts: list[int], pieces: list[tuple]
+                     ) -> Encoded:
+        ids = enc.ids
+        labels = [self.ignore_index] * len(ids)
+        for turn, (j, piece) in zip(unit.turns, pieces, strict=True):
+            piece_ids = self._pieces[piece]
+            n = j + len(piece_ids)
+            if ids[j:n] != piece_ids:
+                self._parity_message(ids, ids[:j] + piece_ids, turn.message, "prompt")
+            m = bisect.bisect_left(starts, turn.turn_end)  # first token after F_k
+            end = self._reply_end(ids, n, m)
+            if end == m and m and enc.offsets[m - 1][1] > turn.turn_end:
+                raise ParityError(f"assistant turn at message {turn.message}: a token spans the "
+                                  "end of the turn")
+            if turn.train:
+                labels[n:end] = ids[n:end]
+        return Encoded(ids, labels)
+
+    def _reply_end(self, ids: list[int], start: int, stop: int) -> int:
+        """End of the supervised reply in ids[start:stop]: through its last control token."""
+        for k in range(stop - 1, start - 1, -1):
+            if ids[k] in self.control_ids:
+                return k + 1
+        return stop
+
+    def _encode_exact(self, unit: _Unit) -> Encoded:
+        """Reference path: every prefix encoded in full (marked text, slow tokenizers)."""
+        ids = self._encode_text(unit.text, unit.marked)
+        labels = [self.ignore_index] * len(ids)
+        for turn in unit.turns:
+            prompt = self._encode_text(unit.text[: turn.prompt_end], unit.marked)
+            through = self._encode_text(unit.text[: turn.turn_end], unit.marked)
+            for what, part in (("prompt", prompt), ("turn", through)):
+                if ids[: len(part)] != part:
+                    self._parity_message(ids, part, turn.message, what)
+            if turn.train:
+                n = len(prompt)
+                end = n + self._reply_end(through[n:], 0, len(through) - n)
+                labels[n:end] = ids[n:end]
+        return Encoded(ids, labels)
+
+    # -- errors ------------------------------------------------------------------------------
+
+    def _parity_message(self, ids: list[int], part: list[int], turn: int, what: str,
+                        rendered: bool = False) -> None:
+        at = first_difference(ids, part)
+        got = self.tok.convert_ids_to_tokens(ids[at : at + 1])
         want = self.tok.convert_ids_to_tokens(part[at : at + 1])
+        where = "renders differently from" if rendered else "does not tokenize as"
         raise ParityError(
-            f"assistant turn at message {turn}: the {what} rendered alone is not a prefix of the "
-            f"whole conversation; first difference at token {at}: conversation has {got}, "
-            f"prefix has {want}; context {self.tok.decode(full[max(0, at - 8) : at])!r}"
+            f"assistant turn at message {turn}: the {what} (as inference encodes it) {where} "
+            f"the start of the training sample; first difference at token {at}: the sample has "
+            f"{got}, the {what} has {want}; text before it: "
+            f"{self.tok.decode(ids[max(0, at - 12) : at])!r}"
         )

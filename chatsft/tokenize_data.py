@@ -4,85 +4,163 @@ from __future__ import annotations
 
 import hashlib
 import html
+import json
+from collections import Counter
 from pathlib import Path
 
-from datasets import Dataset, Features, Sequence, Value
+import pyarrow as pa
+from datasets import Dataset, DatasetDict, DatasetInfo, Features, Sequence, Value
+from datasets.table import InMemoryTable
 from transformers import PreTrainedTokenizerBase
 
 from chatsft.io import read_jsonl
-from chatsft.template import ChatEncoder, TooLong
+from chatsft.packing import pack_stats
+from chatsft.template import ChatEncoder, ParityError
 
 FEATURES = Features(
     {"input_ids": Sequence(Value("int32")), "labels": Sequence(Value("int32"))}
 )
+SPLITS = ("train", "validation", "test")
+CHUNK = 1024  # records per batched tokenizer call
 
 
 def tokenize_split(
-    records: list[dict], encoder: ChatEncoder, split: str
+    records: list[dict], encoder: ChatEncoder, split: str, source: str | None = None
 ) -> tuple[dict[str, list], list[dict], dict]:
-    """Encode one split; returns (columns, quarantined records, stats)."""
+    """Encode one split; returns (columns, quarantined records, stats).
+
+    A record the template cannot render, or whose last assistant turn cannot fit, is
+    quarantined with its reason; a parity mismatch stops with the record and the first
+    differing token (training would not match inference)."""
+    source = source or f"data/clean/{split}.jsonl"
     cols: dict[str, list] = {"input_ids": [], "labels": []}
     quarantine: list[dict] = []
-    stats = {"conversations": 0, "tokens": 0, "supervised_tokens": 0, "truncated": 0,
-             "dropped_turns": 0, "too_long": 0}
-    for n, rec in enumerate(records):
-        stats["conversations"] += 1
-        try:
-            enc = encoder.encode(rec["messages"])
-        except TooLong as err:
-            stats["too_long"] += 1
-            quarantine.append({"split": split, "index": n, "reason": "too long", "detail": str(err),
-                               "record": rec})
-            continue
-        cols["input_ids"].append(enc.input_ids)
-        cols["labels"].append(enc.labels)
-        stats["tokens"] += len(enc.input_ids)
-        stats["supervised_tokens"] += sum(label != encoder.ignore_index for label in enc.labels)
-        stats["truncated"] += enc.dropped_turns > 0
-        stats["dropped_turns"] += enc.dropped_turns
-    stats["kept"] = len(cols["input_ids"])
+    reasons: Counter = Counter()
+    truncated = dropped = split_conversations = supervised = 0
+    for begin in range(0, len(records), CHUNK):
+        chunk = records[begin : begin + CHUNK]
+        for n, (rec, res) in enumerate(zip(chunk, encoder.encode_records(chunk), strict=True),
+                                       start=begin + 1):
+            if isinstance(res, ParityError):
+                preview = json.dumps(rec, ensure_ascii=False)
+                raise ParityError(f"{source} line {n}: {res}\n  record: {preview[:400]}")
+            if isinstance(res, Exception):
+                reasons[res.reason] += 1
+                quarantine.append({"source": source, "where": f"line {n}",
+                                   "reason": res.reason, "detail": str(res), "record": rec})
+                continue
+            truncated += res[0].dropped_turns > 0
+            dropped += res[0].dropped_turns
+            split_conversations += len(res) > 1
+            for enc in res:
+                cols["input_ids"].append(enc.input_ids)
+                cols["labels"].append(enc.labels)
+                supervised += sum(label != encoder.ignore_index for label in enc.labels)
+    tokens = sum(map(len, cols["input_ids"]))
+    stats = {
+        "conversations": len(records),
+        "kept": len(records) - len(quarantine),
+        "samples": len(cols["input_ids"]),
+        "quarantined": dict(sorted(reasons.items())),
+        "truncated": truncated,
+        "dropped_messages": dropped,
+        "split_by_turn": split_conversations,
+        "tokens": tokens,
+        "supervised_tokens": supervised,
+        "supervised_fraction": round(supervised / tokens, 6) if tokens else 0.0,
+        "longest": max(map(len, cols["input_ids"]), default=0),
+    }
     return cols, quarantine, stats
 
 
 def to_dataset(cols: dict[str, list]) -> Dataset:
-    ds = Dataset.from_dict(cols, features=FEATURES)
-    # from_dict gives a random fingerprint, which would land in state.json and make the
-    # output differ on every run; derive it from the content instead.
+    # Straight to Arrow (Dataset.from_dict encodes row by row, twice as slow), with a
+    # fingerprint from the content: from_dict's random one would land in state.json and make
+    # the output differ on every run.
+    table = pa.table({k: pa.array(cols[k], type=pa.list_(pa.int32())) for k in FEATURES})
     h = hashlib.sha256()
-    for ids, labels in zip(cols["input_ids"], cols["labels"], strict=True):
-        h.update(repr((ids, labels)).encode())
+    for column in table.columns:
+        for chunk in column.chunks:
+            for buf in chunk.buffers():
+                if buf is not None:
+                    h.update(buf)
+    ds = Dataset(InMemoryTable(table), info=DatasetInfo(features=FEATURES))
     ds._fingerprint = h.hexdigest()[:16]
     return ds
+
+
+def save_splits(datasets: dict[str, Dataset], path: str | Path) -> None:
+    """`DatasetDict.save_to_disk`, with one shard for an empty split: by default it writes
+    none, and `load_from_disk` then fails (datasets 5)."""
+    shards = {name: 1 for name, ds in datasets.items() if len(ds) == 0}
+    DatasetDict(datasets).save_to_disk(str(path), num_shards=shards or None)
 
 
 def tokenize_all(
     clean_dir: Path, tokenizer: PreTrainedTokenizerBase, encoder: ChatEncoder
 ) -> tuple[dict[str, Dataset], list[dict], dict]:
+    """All splits; stats per split plus `packing`, the packed layout of the train split."""
     datasets, quarantine, stats = {}, [], {}
-    for split in ("train", "validation", "test"):
-        records = read_jsonl(clean_dir / f"{split}.jsonl")
-        cols, q, s = tokenize_split(records, encoder, split)
+    train_cols: dict[str, list] = {"input_ids": [], "labels": []}
+    for split in SPLITS:
+        path = Path(clean_dir) / f"{split}.jsonl"
+        cols, q, s = tokenize_split(read_jsonl(path), encoder, split, str(path))
         datasets[split] = to_dataset(cols)
         quarantine += q
         stats[split] = s
+        if split == "train":
+            train_cols = cols
+    capacity = encoder.max_length or max(map(len, train_cols["input_ids"]), default=1)
+    stats["packing"] = {"capacity": capacity, **pack_stats(
+        train_cols["input_ids"], train_cols["labels"], capacity, encoder.ignore_index)}
     return datasets, quarantine, stats
 
 
+STYLE = (
+    "body{font-family:sans-serif;max-width:70em;margin:auto}"
+    ".sample{font-family:monospace;white-space:pre-wrap;line-height:1.7;border:1px solid #ccc;"
+    "padding:.5em}"
+    "span{border-right:1px solid #e4e4e4}"
+    ".s{background:#b7ecb4}.c{font-weight:bold;color:#8a3b00}.n{color:#999}"
+)
+
+
+def _token_spans(tokenizer: PreTrainedTokenizerBase, ids: list[int], labels: list[int],
+                 ignore_index: int) -> list[str]:
+    """One <span> per token; tokens that are parts of one character are shown together."""
+    special = set(tokenizer.added_tokens_decoder)
+    out, pending = [], []
+    for k, (tid, label) in enumerate(zip(ids, labels, strict=True)):
+        pending.append(tid)
+        text = tokenizer.decode(pending)
+        if text.endswith("\ufffd") and k + 1 < len(ids) and len(pending) < 4:
+            continue  # an incomplete UTF-8 character: wait for its other bytes
+        classes = " ".join(["s"] * (label != ignore_index) + ["c"] * (tid in special))
+        shown = html.escape(text).replace("\n", "<i class='n'>\u21b5</i>\n")
+        attrs = f" class='{classes}'" if classes else ""
+        out.append(f"<span{attrs} title='ids {pending}, label {label}'>{shown}</span>")
+        pending = []
+    return out
+
+
 def audit_html(tokenizer: PreTrainedTokenizerBase, ds: Dataset, n: int, ignore_index: int) -> str:
-    """Human-readable rendering of the first `n` samples: supervised tokens highlighted."""
+    """Human-readable rendering of `n` samples spread over the split: supervised tokens on
+    green; hover a token for its id and label."""
     parts = [
         "<!doctype html><meta charset='utf-8'><title>chatsft mask audit</title>",
-        "<style>body{font-family:monospace;white-space:pre-wrap}"
-        ".s{background:#c8f7c5}.t{border-right:1px solid #ddd}</style>",
-        "<p>Green tokens are supervised (their labels are trained); the rest are context.</p>",
+        f"<style>{STYLE}</style><h1>Mask audit</h1>",
+        "<p>Tokens on <span class='s'>green</span> are supervised (the loss trains them); the "
+        "rest is context. <span class='c'>Bold</span>: added/control tokens; "
+        "<i class='n'>\u21b5</i>: newline. Each assistant reply and the end-of-turn token "
+        "after it should be green, and nothing else.</p>",
     ]
-    for i in range(min(n, len(ds))):
-        ids, labels = ds[i]["input_ids"], ds[i]["labels"]
+    picks = sorted({i * len(ds) // n for i in range(n)} if n and len(ds) else set())
+    for i in picks:
+        row = ds[i]
+        ids, labels = row["input_ids"], row["labels"]
         sup = sum(label != ignore_index for label in labels)
-        parts.append(f"<h3>sample {i}: {len(ids)} tokens, {sup} supervised</h3><div>")
-        for tid, label in zip(ids, labels, strict=True):
-            text = html.escape(tokenizer.decode([tid]))
-            cls = "t s" if label != ignore_index else "t"
-            parts.append(f"<span class='{cls}'>{text}</span>")
+        parts.append(f"<h3>train sample {i}: {len(ids)} tokens, {sup} supervised</h3>"
+                     "<div class='sample'>")
+        parts += _token_spans(tokenizer, ids, labels, ignore_index)
         parts.append("</div>")
     return "".join(parts) + "\n"

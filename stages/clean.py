@@ -1,6 +1,7 @@
 """Stage clean: raw sources -> data/clean/{train,validation,test,quarantine}.jsonl."""
 
 from chatsft.data.clean import clean_records, write_clean
+from chatsft.data.report import format_report
 from chatsft.errors import user_errors_exit
 from chatsft.io import atomic_path, write_json
 from chatsft.params import load_params
@@ -17,8 +18,9 @@ def main() -> None:
     with atomic_path(OUT_DIR, is_dir=True) as tmp:
         write_clean(result, tmp)
     write_json(REPORT, report)
-    print(f"clean: read {report['read']}, kept {report['kept']} {report['splits']}, "
-          f"quarantined {report['quarantined']} {report['by_reason']}")
+    print(format_report(report, result.quarantine))
+    if report["quarantined"]:
+        print(f"rejected records, verbatim with file, line and reason: {OUT_DIR}/quarantine.jsonl")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 """Stage evaluate: metrics/eval.json (perplexity, BLEU, ROUGE), predictions, worst samples."""
 
+import time
+
 from datasets import load_from_disk
 
 from chatsft.errors import user_errors_exit
 from chatsft.evaluation.run import evaluate_model, worst_table
+from chatsft.generation import load_for_inference
 from chatsft.io import read_jsonl, write_json, write_jsonl, write_text
-from chatsft.modeling import load_model, load_tokenizer
+from chatsft.modeling import load_tokenizer
 from chatsft.params import load_params
 
 SFT_DIR = "models/sft"
@@ -19,23 +22,27 @@ WORST = "metrics/eval_worst.md"
 
 @user_errors_exit
 def main() -> None:
+    start = time.perf_counter()
     params = load_params()
-    p = params.evaluate
+    p, m = params.evaluate, params.model
     tokenized = load_from_disk(TOKENIZED)
     test = read_jsonl(TEST)
     tokenizer = load_tokenizer(SFT_DIR)
-    model = load_model(SFT_DIR, params.model.dtype, params.model.device_map)
+    model = load_for_inference(SFT_DIR, m.dtype, m.device_map)
     metrics, rows = evaluate_model(model, tokenizer, tokenized, test, p,
                                    params.tokenize.ignore_index)
     result = {"sft": metrics}
     if p.compare_base:
-        base = load_model(BASE_DIR, params.model.dtype, params.model.device_map)
+        del model
+        base = load_for_inference(BASE_DIR, m.dtype, m.device_map)
         result["base"], _ = evaluate_model(base, tokenizer, tokenized, test, p,
                                            params.tokenize.ignore_index)
     write_json(METRICS, result)
     write_jsonl(PREDICTIONS, rows)
     write_text(WORST, worst_table(rows))
-    print(f"evaluate: {result}")
+    for name, values in result.items():
+        print(f"evaluate {name}: {values}")
+    print(f"evaluate: {len(rows)} test prompts in {time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":

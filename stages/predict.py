@@ -1,8 +1,11 @@
 """Stage predict: batch inference over predict.input -> models/predictions.jsonl."""
 
+import time
+
 from chatsft.errors import user_errors_exit
+from chatsft.generation import load_for_inference
 from chatsft.io import write_jsonl
-from chatsft.modeling import load_model, load_tokenizer
+from chatsft.modeling import load_tokenizer
 from chatsft.params import load_params
 from chatsft.predict import predict_file
 
@@ -12,12 +15,13 @@ OUTPUT = "models/predictions.jsonl"
 
 @user_errors_exit
 def main() -> None:
+    start = time.perf_counter()
     params = load_params()
     tokenizer = load_tokenizer(SFT_DIR)
-    model = load_model(SFT_DIR, params.model.dtype, params.model.device_map)
+    model = load_for_inference(SFT_DIR, params.model.dtype, params.model.device_map)
     rows = predict_file(model, tokenizer, params.predict.input, params.predict.generation)
     write_jsonl(OUTPUT, rows)
-    print(f"predict: {len(rows)} replies -> {OUTPUT}")
+    print(f"predict: {len(rows)} replies -> {OUTPUT} in {time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":

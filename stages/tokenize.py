@@ -1,15 +1,16 @@
-"""Stage tokenize: clean splits -> data/tokenized (datasets), stats and the mask audit."""
+"""Stage tokenize: clean splits -> data/tokenized (datasets), stats, quarantine and mask audit.
+
+A parity mismatch between training and inference tokens stops the stage (exit status 1)
+naming the record and the first differing token."""
 
 from pathlib import Path
-
-from datasets import DatasetDict
 
 from chatsft.errors import user_errors_exit
 from chatsft.io import atomic_path, write_json, write_jsonl, write_text
 from chatsft.modeling import load_tokenizer
 from chatsft.params import load_params
 from chatsft.template import ChatEncoder
-from chatsft.tokenize_data import audit_html, tokenize_all
+from chatsft.tokenize_data import audit_html, save_splits, tokenize_all
 
 CLEAN_DIR = Path("data/clean")
 BASE_DIR = "models/base"
@@ -26,12 +27,19 @@ def main() -> None:
                           max_length=params.max_length)
     datasets, quarantine, stats = tokenize_all(CLEAN_DIR, tokenizer, encoder)
     with atomic_path(OUT_DIR, is_dir=True) as tmp:
-        DatasetDict(datasets).save_to_disk(str(tmp))
+        save_splits(datasets, tmp)
         write_jsonl(tmp / "quarantine.jsonl", quarantine)
     write_json(STATS, stats)
     write_text(AUDIT, audit_html(tokenizer, datasets["train"], params.audit_samples,
                                  params.ignore_index))
-    print(f"tokenize: {stats}")
+    for split in ("train", "validation", "test"):
+        s = stats[split]
+        print(f"tokenize {split}: {s['samples']} samples from {s['kept']}/{s['conversations']} "
+              f"conversations, {s['tokens']} tokens, {s['supervised_fraction']:.1%} supervised, "
+              f"{s['truncated']} truncated, quarantined {s['quarantined'] or 'none'}")
+    if quarantine:
+        print(f"quarantined records, with reason: {OUT_DIR}/quarantine.jsonl")
+    print(f"mask audit: {AUDIT}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,13 @@
 """The clean stage's core: read every source, validate, deduplicate, split, account.
 
-Invariant (tested): for every source, kept + quarantined + unsampled = read. Nothing is
-dropped without a line in the quarantine file saying which record and why.
+Every record read ends either kept (in a split) or quarantined with its reason: for every
+source, kept + quarantined = read. A source whose every record is rejected, or that holds no
+record, stops the stage rather than training on nothing.
+
+Splits are grouped by prompt: a conversation's split is a hash of its first user turn
+(normalized), so every conversation sharing any prompt prefix (the messages before one of
+its assistant turns) with another lands in the same split, and no validation or test prompt
+is also in train. This module imports neither torch nor transformers: it must stay fast.
 """
 
 from __future__ import annotations
@@ -9,17 +15,22 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chatsft.data.formats import Reject, to_messages
-from chatsft.data.sources import RawRecord, expand, read_file
-from chatsft.data.validate import clean_messages, normalize
+from chatsft.data.errors import Reject
+from chatsft.data.formats import detect_format, to_record
+from chatsft.data.report import SPLITS, SourceReport, build_report
+from chatsft.data.sources import RawRecord, SourceError, dump_json, expand, read_file
+from chatsft.data.validate import ContentRules, clean_record, normalize
 from chatsft.errors import UserError
-from chatsft.params import DataParams
+from chatsft.params import DataParams, Source
 
-SPLITS = ("train", "validation", "test")
+__all__ = [
+    "SPLITS", "CleanError", "CleanResult", "Cleaner", "clean_records", "quarantine_lines",
+    "write_clean",
+]
 
 
 class CleanError(UserError):
@@ -27,62 +38,94 @@ class CleanError(UserError):
 
 
 @dataclass
-class SourceReport:
-    read: int = 0
-    kept: int = 0
-    quarantined: int = 0
-    unsampled: int = 0
-    by_reason: Counter = field(default_factory=Counter)
-
-
-@dataclass
 class CleanResult:
-    splits: dict[str, list[dict]]
+    """Split lines (UTF-8 JSON, no newline), the quarantine entries, and the account."""
+
+    splits: dict[str, list[bytes]]
     quarantine: list[dict]
     sources: dict[str, SourceReport]
+    errors: list[str] = field(default_factory=list)  # sources that yielded nothing usable
+
+    def records(self, split: str) -> list[dict]:
+        return [json.loads(line) for line in self.splits[split]]
 
     def report(self) -> dict:
-        by_reason = Counter()
-        for s in self.sources.values():
-            by_reason.update(s.by_reason)
-        return {
-            "read": sum(s.read for s in self.sources.values()),
-            "kept": sum(s.kept for s in self.sources.values()),
-            "quarantined": len(self.quarantine),
-            "unsampled": sum(s.unsampled for s in self.sources.values()),
-            "splits": {k: len(v) for k, v in self.splits.items()},
-            "by_reason": dict(sorted(by_reason.items())),
-            "by_source": {
-                name: {
-                    "read": s.read,
-                    "kept": s.kept,
-                    "quarantined": s.quarantined,
-                    "unsampled": s.unsampled,
-                    "by_reason": dict(sorted(s.by_reason.items())),
-                }
-                for name, s in self.sources.items()
-            },
-        }
+        return build_report(self.sources, {k: len(v) for k, v in self.splits.items()})
 
 
-def _unit(seed: int, key: str) -> float:
-    """A stable uniform number in [0, 1) for a key: the same on every machine and run."""
-    digest = hashlib.sha256(f"{seed}\x00{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+def _hash(data: bytes, size: int = 16) -> bytes:
+    return hashlib.blake2b(data, digest_size=size).digest()
 
 
-def prompt_key(messages: list[dict]) -> str:
-    """Conversations with the same user turns share a split, so no test prompt is in train."""
-    return "\x1e".join(normalize(m["content"]) for m in messages if m["role"] == "user")
+class Cleaner:
+    """Cleans records one at a time and remembers what it kept, to find duplicates."""
 
+    def __init__(self, params: DataParams) -> None:
+        self.rules = ContentRules.from_params(params)
+        self.allow_tools = params.tool_calls == "keep"
+        self.near_duplicates = params.near_duplicates
+        self.seed = f"{params.seed}\x00".encode()
+        self.test_cut = int(params.test_fraction * 2**64)
+        self.validation_cut = self.test_cut + int(params.validation_fraction * 2**64)
+        # Output line, or digest of the normalized text -> "source locator" of its first record.
+        # Only strings are kept: holding the parsed records would make Python's cyclic GC
+        # rescan every one of them again and again (it halved the throughput).
+        self.seen_exact: dict[bytes, str] = {}
+        self.seen_near: dict[bytes, str] = {}
 
-def split_of(messages: list[dict], params: DataParams) -> str:
-    u = _unit(params.seed, prompt_key(messages))
-    if u < params.test_fraction:
-        return "test"
-    if u < params.test_fraction + params.validation_fraction:
-        return "validation"
-    return "train"
+    def split_of(self, key: str) -> str:
+        u = int.from_bytes(_hash(self.seed + key.encode(), 8), "big")
+        if u < self.test_cut:
+            return "test"
+        if u < self.validation_cut:
+            return "validation"
+        return "train"
+
+    def clean(self, rec: RawRecord, fmt: str, report: SourceReport) -> tuple[bytes, str]:
+        """The output line and split of one raw record, or raise Reject."""
+        if rec.error is not None:
+            raise Reject(*rec.error)
+        if isinstance(rec.value, dict):
+            if fmt == "auto":
+                try:
+                    fmt = detect_format(rec.value)
+                except Reject:
+                    report.formats["unknown"] += 1
+                    raise
+            report.formats[fmt] += 1
+        record = clean_record(to_record(rec.value, fmt, self.allow_tools), self.rules)
+        try:
+            line = dump_json(record)
+        except UnicodeEncodeError:
+            raise Reject("lone surrogate", "an unpaired UTF-16 surrogate outside message "
+                                           "content (role, tools or tool calls)") from None
+        first = self.seen_exact.get(line)
+        if first is not None:
+            raise Reject("duplicate", f"same as {first}")
+        # One pass for the near-duplicate key and the split key (the hot path).
+        user = None
+        parts = []
+        extra = len(record) > 1  # tools
+        for m in record["messages"]:
+            n = normalize(m["content"])
+            role = m["role"]
+            if user is None and role == "user":
+                user = n
+            parts.append(role)
+            parts.append(n)
+            extra = extra or len(m) > 2  # tool_calls
+        if self.near_duplicates:
+            if extra:
+                # Tool calls and tools are part of what makes a conversation distinct.
+                parts.append(json.dumps([record.get("tools"), [m.get("tool_calls")
+                                         for m in record["messages"]]], sort_keys=True))
+            near = _hash("\x1f".join(parts).encode())
+            first = self.seen_near.get(near)
+            if first is not None:
+                raise Reject("near duplicate", f"same as {first} after normalization")
+            self.seen_near[near] = f"{rec.source} {rec.locator}"
+        self.seen_exact[line] = f"{rec.source} {rec.locator}"
+        return line, self.split_of(user)
 
 
 def _quarantine_entry(rec: RawRecord, reason: str, detail: str) -> dict:
@@ -94,68 +137,92 @@ def _quarantine_entry(rec: RawRecord, reason: str, detail: str) -> dict:
     return entry
 
 
-def clean_records(params: DataParams) -> CleanResult:
-    """Run validation, deduplication and splitting over every configured source."""
-    splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
+def _select(kept: list[tuple[bytes, str, SourceReport]], source: Source, seed: int,
+            splits: dict[str, list[bytes]]) -> None:
+    """Apply a source's max_samples, then its weight (train only: validation and test keep
+    the natural mix), deterministically."""
+    if source.max_samples is not None and len(kept) > source.max_samples:
+        rng = random.Random(f"{seed}:sample:{source.path}")
+        chosen = set(rng.sample(range(len(kept)), source.max_samples))
+        for i, (_, _, report) in enumerate(kept):
+            report.unsampled += i not in chosen
+        kept = [k for i, k in enumerate(kept) if i in chosen]
+    rng = random.Random(f"{seed}:weight:{source.path}")
+    whole, frac = int(source.weight), source.weight - int(source.weight)
+    for line, split, report in kept:
+        copies = 1
+        if split == "train" and source.weight != 1:
+            copies = whole + (rng.random() < frac)
+            report.unsampled += copies == 0
+        splits[split].extend([line] * copies)
+        report.written[split] += copies
+
+
+def clean_records(params: DataParams, *, strict: bool = True) -> CleanResult:
+    """Validate, deduplicate and split every configured source.
+
+    With `strict` (the stage), a source that holds no record or loses every one raises
+    CleanError; otherwise (`data check`) that is listed in `CleanResult.errors`."""
+    cleaner = Cleaner(params)
+    splits: dict[str, list[bytes]] = {s: [] for s in SPLITS}
     quarantine: list[dict] = []
     reports: dict[str, SourceReport] = {}
-    seen_exact: set[str] = set()
-    seen_near: set[str] = set()
-
+    errors: list[str] = []
     for source in params.sources():
+        kept: list[tuple[bytes, str, SourceReport]] = []
         for path in expand(source.path):
-            report = reports.setdefault(str(path), SourceReport())
-            kept: list[tuple[str, dict]] = []
+            name = str(path)
+            if name in reports:
+                raise SourceError(f"{name}: listed twice in data.raw")
+            report = reports[name] = SourceReport()
             for rec in read_file(path):
                 report.read += 1
                 try:
-                    if rec.error is not None:
-                        raise Reject(*rec.error)
-                    messages = clean_messages(
-                        to_messages(rec.value, source.format),
-                        max_chars=params.max_chars,
-                        max_turns=params.max_turns,
-                        control_chars=params.control_chars,
-                        special_tokens=params.special_tokens,
-                    )
-                    exact = json.dumps(messages, ensure_ascii=False)
-                    if exact in seen_exact:
-                        raise Reject("duplicate", "same messages as an earlier record")
-                    near = "\x1e".join(f"{m['role']}:{normalize(m['content'])}" for m in messages)
-                    if params.near_duplicates and near in seen_near:
-                        raise Reject("near duplicate", "same text after normalization")
-                    seen_exact.add(exact)
-                    seen_near.add(near)
+                    line, split = cleaner.clean(rec, source.format, report)
                 except Reject as r:
                     report.quarantined += 1
                     report.by_reason[r.reason] += 1
                     quarantine.append(_quarantine_entry(rec, r.reason, r.detail))
                     continue
-                kept.append((split_of(messages, params), {"messages": messages}))
-            if source.max_samples is not None and len(kept) > source.max_samples:
-                rng = random.Random(f"{params.seed}:{path}")
-                chosen = sorted(rng.sample(range(len(kept)), source.max_samples))
-                report.unsampled += len(kept) - len(chosen)
-                kept = [kept[i] for i in chosen]
-            report.kept += len(kept)
-            weight_rng = random.Random(f"{params.seed}:weight:{path}")
-            for split, record in kept:
-                splits[split].append(record)
-                if split == "train":
-                    extra = source.weight - 1
-                    copies = int(extra) + (weight_rng.random() < extra - int(extra))
-                    splits[split].extend([record] * copies)
-            if report.read and report.kept == 0:
-                top = ", ".join(f"{k} ({v})" for k, v in report.by_reason.most_common(3))
-                raise CleanError(f"{path}: every record was rejected; top reasons: {top}")
-    return CleanResult(splits, quarantine, reports)
+                report.kept += 1
+                kept.append((line, split, report))
+            problem = _emptiness(name, report)
+            if problem and strict:
+                raise CleanError(problem)
+            if problem:
+                errors.append(problem)
+        _select(kept, source, params.seed, splits)
+    return CleanResult(splits, quarantine, reports, errors)
+
+
+def _emptiness(name: str, report: SourceReport) -> str | None:
+    if report.read == 0:
+        return f"{name}: no records in this file"
+    if report.kept == 0:
+        top = ", ".join(f"{k} ({v})" for k, v in report.by_reason.most_common(3))
+        return (f"{name}: every one of its {report.read} records was rejected; top reasons: "
+                f"{top} (see the quarantine, or run `chatsft data check {name}`)")
+    return None
+
+
+def quarantine_lines(entries: list[dict]) -> Iterator[bytes]:
+    """Quarantine entries as JSONL lines. Lone surrogates (bad bytes kept by surrogateescape,
+    or escapes in the source) are written as JSON escapes, so every line reads back to
+    exactly the record as read."""
+    for entry in entries:
+        try:
+            line = json.dumps(entry, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            line = json.dumps(entry).encode("ascii")
+        yield line + b"\n"
 
 
 def write_clean(result: CleanResult, out_dir: Path) -> None:
-    """Write the splits and the quarantine file into `out_dir` (already a temporary dir)."""
-    from chatsft.io import write_jsonl
-
+    """Write the splits and the quarantine into `out_dir` (a temporary directory that the
+    caller renames into place)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for split, records in result.splits.items():
-        write_jsonl(out_dir / f"{split}.jsonl", records)
-    write_jsonl(out_dir / "quarantine.jsonl", result.quarantine)
+    for split, lines in result.splits.items():
+        with open(out_dir / f"{split}.jsonl", "wb") as f:
+            f.writelines(line + b"\n" for line in lines)
+    with open(out_dir / "quarantine.jsonl", "wb") as f:
+        f.writelines(quarantine_lines(result.quarantine))

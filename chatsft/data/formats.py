@@ -1,24 +1,23 @@
-"""Turn a raw record of any supported format into ChatML messages.
+"""Turn a raw record of any supported format into a ChatML record.
 
-Each converter either returns `list[{"role", "content"}]` or raises `Reject` with a
-named reason; it never guesses silently.
+A ChatML record is `{"messages": [...]}`, plus `"tools": [...]` when the record declares
+tools. Messages are `{"role", "content"}`; an assistant message that calls tools also has
+`tool_calls`, and tool results have role `tool` (see `chatsft.data.tools` for their shape).
+Each converter returns such a record or raises `Reject` with a named reason; it never guesses
+silently and never changes the raw value it was given (the quarantine writes it verbatim).
+Role order and content are checked afterwards, by `chatsft.data.validate`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from chatsft.errors import UserError
+from chatsft.data.errors import Reject
+from chatsft.data.tools import check_declared, parse_calls, parse_tools
 
+__all__ = ["FORMATS", "Reject", "detect_format", "to_messages", "to_record"]
 
-class Reject(UserError):
-    """A record the clean stage quarantines: `reason` is a stable name, `detail` says more."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
-
+FORMATS = ("chatml", "sharegpt", "alpaca")
 
 SHAREGPT_ROLES = {
     "system": "system",
@@ -27,21 +26,29 @@ SHAREGPT_ROLES = {
     "gpt": "assistant",
     "assistant": "assistant",
     "function_call": "function_call",
-    "observation": "observation",
+    "observation": "tool",
     "tool": "tool",
 }
+NO_TOOLS = "data.tool_calls is 'reject'"
 
 
-def detect_format(record: Any) -> str:
-    if not isinstance(record, dict):
-        raise Reject("not an object", f"got {type(record).__name__}")
+def detect_format(record: dict) -> str:
+    """The format of one record, from its keys."""
     if "messages" in record:
+        msgs = record["messages"]
+        # Some ShareGPT exports keep from/value turns under "messages".
+        if isinstance(msgs, list) and msgs and isinstance(msgs[0], dict) and (
+            "from" in msgs[0] and "role" not in msgs[0]
+        ):
+            return "sharegpt"
         return "chatml"
     if "conversations" in record:
         return "sharegpt"
     if "instruction" in record or "output" in record:
         return "alpaca"
-    raise Reject("unknown format", f"keys {sorted(record)[:8]}")
+    keys = ", ".join(sorted(map(str, record))[:8])
+    raise Reject("unknown format", f"no messages, conversations or instruction/output (keys: "
+                                   f"{keys or 'none'})")
 
 
 def _text(value: Any, where: str) -> str:
@@ -50,85 +57,156 @@ def _text(value: Any, where: str) -> str:
         return value
     if isinstance(value, list):
         parts = []
-        for part in value:
+        for i, part in enumerate(value):
             if isinstance(part, str):
                 parts.append(part)
-            elif isinstance(part, dict) and part.get("type", "text") == "text" and isinstance(
-                part.get("text"), str
-            ):
+            elif not isinstance(part, dict):
+                raise Reject("wrong type", f"{where}[{i}] must be a text part")
+            elif part.get("type", "text") != "text":
+                raise Reject("unsupported content", f"{where}[{i}] is a {part['type']!r:.40} part"
+                                                    ", only text is supported")
+            elif isinstance(part.get("text"), str):
                 parts.append(part["text"])
             else:
-                raise Reject("wrong type", f"{where}: unsupported content part {part!r:.60}")
+                raise Reject("wrong type", f"{where}[{i}].text must be a string")
         return "".join(parts)
     raise Reject("wrong type", f"{where} must be a string, got {type(value).__name__}")
 
 
-def from_chatml(record: dict) -> list[dict]:
-    msgs = record.get("messages")
-    if not isinstance(msgs, list):
-        raise Reject("missing field" if msgs is None else "wrong type", "messages must be a list")
+def _list_field(record: dict, key: str) -> list:
+    value = record.get(key)
+    if value is None:
+        raise Reject("missing field", f"the record needs {key!r}")
+    if not isinstance(value, list):
+        raise Reject("wrong type", f"{key} must be a list, got {type(value).__name__}")
+    return value
+
+
+def _record(messages: list[dict], tools: list[dict]) -> dict:
+    for i, m in enumerate(messages):
+        if "tool_calls" in m:
+            check_declared(m["tool_calls"], tools, f"messages[{i}]")
+    return {"messages": messages, "tools": tools} if tools else {"messages": messages}
+
+
+def _tools(record: dict, allow_tools: bool) -> list[dict]:
+    tools = parse_tools(record.get("tools")) if allow_tools else []
+    if not allow_tools and record.get("tools") not in (None, "", "[]", []):
+        raise Reject("unsupported role", f"the record declares tools ({NO_TOOLS})")
+    return tools
+
+
+def _chatml_message(m: Any, i: int, allow_tools: bool) -> dict:
+    where = f"messages[{i}]"
+    if not isinstance(m, dict):
+        raise Reject("wrong type", f"{where} must be an object")
+    role = m.get("role")
+    if not isinstance(role, str):
+        raise Reject("missing field" if role is None else "wrong type",
+                     f"{where}.role must be a string")
+    calls = m.get("tool_calls")
+    if calls is not None and calls != []:
+        if not allow_tools:
+            raise Reject("unsupported role", f"{where} calls tools ({NO_TOOLS})")
+        if role != "assistant":
+            raise Reject("bad tool call", f"{where}: only assistant messages call tools")
+        calls = parse_calls(calls, f"{where}.tool_calls")
+    if "content" not in m and not calls:
+        raise Reject("missing field", f"{where} needs content")
+    content = m.get("content")
+    out = {"role": role, "content": "" if content is None else _text(content, f"{where}.content")}
+    if calls:
+        out["tool_calls"] = calls
+    if role == "tool":
+        for key in ("tool_call_id", "name"):
+            if isinstance(m.get(key), str):
+                out[key] = m[key]
+    return out
+
+
+def from_chatml(record: dict, allow_tools: bool = True) -> dict:
+    msgs = _list_field(record, "messages")
     out = []
     for i, m in enumerate(msgs):
-        if not isinstance(m, dict):
-            raise Reject("wrong type", f"messages[{i}] must be an object")
-        if "role" not in m or "content" not in m:
-            raise Reject("missing field", f"messages[{i}] needs role and content")
-        if not isinstance(m["role"], str):
-            raise Reject("wrong type", f"messages[{i}].role must be a string")
-        out.append({"role": m["role"], "content": _text(m["content"], f"messages[{i}].content")})
-    return out
+        # The common case, {"role": str, "content": str}, is used as it is (never mutated).
+        if type(m) is dict and len(m) == 2:
+            role, content = m.get("role"), m.get("content")
+            if type(role) is str and type(content) is str:
+                out.append(m)
+                continue
+        out.append(_chatml_message(m, i, allow_tools))
+    return _record(out, _tools(record, allow_tools))
 
 
-def from_sharegpt(record: dict) -> list[dict]:
-    conv = record.get("conversations")
-    if not isinstance(conv, list):
-        raise Reject(
-            "missing field" if conv is None else "wrong type", "conversations must be a list"
-        )
+def from_sharegpt(record: dict, allow_tools: bool = True) -> dict:
+    key = "conversations" if "conversations" in record else "messages"
+    conv = _list_field(record, key)
     out = []
     system = record.get("system")
-    if system is not None:
+    if system is not None and system != "":
         out.append({"role": "system", "content": _text(system, "system")})
     for i, turn in enumerate(conv):
-        if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
-            raise Reject("missing field", f"conversations[{i}] needs from and value")
-        role = SHAREGPT_ROLES.get(turn["from"]) if isinstance(turn["from"], str) else None
+        where = f"{key}[{i}]"
+        if not isinstance(turn, dict):
+            raise Reject("wrong type", f"{where} must be an object")
+        if "from" not in turn or "value" not in turn:
+            raise Reject("missing field", f"{where} needs from and value")
+        source_role = turn["from"]
+        if not isinstance(source_role, str):
+            raise Reject("wrong type", f"{where}.from must be a string")
+        role = SHAREGPT_ROLES.get(source_role)
         if role is None:
-            raise Reject("unknown role", f"conversations[{i}].from = {turn['from']!r:.40}")
-        out.append({"role": role, "content": _text(turn["value"], f"conversations[{i}].value")})
-    return out
+            raise Reject("unknown role", f"{where}.from = {source_role!r:.40}")
+        if role in ("function_call", "tool") and not allow_tools:
+            raise Reject("unsupported role", f"{where}.from = {source_role!r} ({NO_TOOLS})")
+        if role == "function_call":
+            calls = parse_calls(turn["value"], f"{where}.value")
+            out.append({"role": "assistant", "content": "", "tool_calls": calls})
+        else:
+            out.append({"role": role, "content": _text(turn["value"], f"{where}.value")})
+    return _record(out, _tools(record, allow_tools))
 
 
-def from_alpaca(record: dict) -> list[dict]:
+def from_alpaca(record: dict, allow_tools: bool = True) -> dict:
     for key in ("instruction", "output"):
         if key not in record:
             raise Reject("missing field", f"alpaca record needs {key!r}")
     out = []
-    if record.get("system"):
-        out.append({"role": "system", "content": _text(record["system"], "system")})
-    history = record.get("history") or []
+    system = record.get("system")
+    if system is not None and system != "":
+        out.append({"role": "system", "content": _text(system, "system")})
+    history = record.get("history")
+    if history is None:
+        history = []
     if not isinstance(history, list):
         raise Reject("wrong type", "history must be a list of [user, assistant] pairs")
     for i, pair in enumerate(history):
-        if not (isinstance(pair, list | tuple) and len(pair) == 2):
+        if not (isinstance(pair, list) and len(pair) == 2):
             raise Reject("wrong type", f"history[{i}] must be a [user, assistant] pair")
         out.append({"role": "user", "content": _text(pair[0], f"history[{i}][0]")})
         out.append({"role": "assistant", "content": _text(pair[1], f"history[{i}][1]")})
     instruction = _text(record["instruction"], "instruction")
-    extra = _text(record.get("input") or "", "input")
+    extra = record.get("input")
+    extra = "" if extra is None else _text(extra, "input")
+    # LLaMA-Factory's convention: instruction and input joined by a newline.
     prompt = f"{instruction}\n{extra}" if instruction and extra else instruction or extra
     out.append({"role": "user", "content": prompt})
     out.append({"role": "assistant", "content": _text(record["output"], "output")})
-    return out
+    return {"messages": out}
 
 
 CONVERTERS = {"chatml": from_chatml, "sharegpt": from_sharegpt, "alpaca": from_alpaca}
 
 
-def to_messages(record: Any, fmt: str = "auto") -> list[dict]:
-    """Convert one raw record to ChatML messages, or raise Reject."""
+def to_record(record: Any, fmt: str = "auto", allow_tools: bool = True) -> dict:
+    """Convert one raw record to a ChatML record, or raise Reject."""
     if not isinstance(record, dict):
         raise Reject("not an object", f"got {type(record).__name__}")
     if fmt == "auto":
         fmt = detect_format(record)
-    return CONVERTERS[fmt](record)
+    return CONVERTERS[fmt](record, allow_tools)
+
+
+def to_messages(record: Any, fmt: str = "auto") -> list[dict]:
+    """The messages of one raw record (prompts for prediction), or raise Reject."""
+    return to_record(record, fmt)["messages"]

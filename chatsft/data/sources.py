@@ -1,30 +1,68 @@
-"""Reading raw sources: files, globs and directories of JSON arrays or JSONL."""
+"""Reading raw sources: files, globs and directories of JSON arrays or JSONL.
+
+A file is read as a JSON array (or one JSON object) when it starts with `[`, or starts with
+`{` and is a `.json` file holding a single value; otherwise it is JSONL, one record a line.
+A malformed JSONL line is one quarantined record; a file that is not JSON or JSONL at all
+(a broken array, or a first record line that is not UTF-8 JSON) stops the stage naming the
+file and line.
+"""
 
 from __future__ import annotations
 
 import glob
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from chatsft.errors import UserError
 
 EXTENSIONS = (".json", ".jsonl")
+BOM = b"\xef\xbb\xbf"
 
 
 class SourceError(UserError, ValueError):
     """A whole file cannot be read; the message names the file and line."""
 
 
-@dataclass
 class RawRecord:
-    source: str  # file path as given
-    locator: str  # "line 12" (JSONL) or "index 3" (JSON array)
-    value: Any = None  # parsed JSON value, when it parsed
-    error: tuple[str, str] | None = None  # (reason, detail) when it did not
-    text: str = ""  # the raw text, kept for the quarantine file when it did not parse
+    """One record as read: its parsed value, or why it could not be parsed."""
+
+    __slots__ = ("error", "locator", "source", "text", "value")
+
+    def __init__(self, source: str, locator: str, value: Any = None,
+                 error: tuple[str, str] | None = None, text: str = "") -> None:
+        self.source = source  # file path as expanded from data.raw
+        self.locator = locator  # "line 12" (JSONL) or "index 3" (JSON array)
+        self.value = value  # the parsed JSON value, when it parsed
+        self.error = error  # (reason, detail) when the record cannot be used as read
+        self.text = text  # the raw text, kept for the quarantine when it did not parse
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+# NaN and Infinity parse by default but are not JSON: writing them back would produce files
+# other JSON readers reject.
+_DECODER = json.JSONDecoder(parse_constant=_no_constants)
+
+
+def parse_json(text: str) -> Any:
+    """Strict JSON (no NaN/Infinity); raises ValueError or RecursionError."""
+    return _DECODER.decode(text)
+
+
+def dump_json(value: Any) -> bytes:
+    """Compact UTF-8 JSON. orjson is several times faster than `json.dumps` here, the clean
+    stage's hottest call; the stdlib takes what orjson refuses (integers beyond 64 bits) and
+    raises UnicodeEncodeError for lone surrogates."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def expand(path: str) -> list[Path]:
@@ -32,58 +70,106 @@ def expand(path: str) -> list[Path]:
     p = Path(path)
     if p.is_dir():
         files = sorted(f for f in p.rglob("*") if f.suffix in EXTENSIONS and f.is_file())
+        if not files:
+            raise SourceError(f"{path}: no .json or .jsonl files in this directory")
     elif any(c in path for c in "*?["):
         files = sorted(Path(f) for f in glob.glob(path, recursive=True) if Path(f).is_file())
+        if not files:
+            raise SourceError(f"{path}: no files match this pattern")
+    elif not p.is_file():
+        raise SourceError(f"{path}: file not found")
     else:
         files = [p]
-    if not files:
-        raise SourceError(f"{path}: no JSON or JSONL files found")
-    for f in files:
-        if not f.is_file():
-            raise SourceError(f"{f}: file not found")
     return files
 
 
-def _decode(raw: bytes) -> tuple[str | None, str]:
-    try:
-        return raw.decode("utf-8"), ""
-    except UnicodeDecodeError as err:
-        return None, str(err)
+def _first_byte(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        head = f.read(4096).removeprefix(BOM).lstrip()
+    return head[:1]
 
 
 def read_file(path: Path) -> Iterator[RawRecord]:
-    """Yield every record of one file; bad lines are records with an error, not exceptions."""
-    data = path.read_bytes()
+    """Yield every record of one file; bad records carry an error instead of raising."""
+    head = _first_byte(path)
+    if head == b"[" or (head == b"{" and path.suffix == ".json"):
+        records = _read_json(path)
+        if records is not None:
+            yield from records
+            return
+    yield from _read_jsonl(path)
+
+
+def _read_json(path: Path) -> list[RawRecord] | None:
+    """The records of a JSON file, or None when it is JSONL after all (a `.json` of lines)."""
     name = str(path)
-    head = data.lstrip()[:1]
-    if head == b"[" or (path.suffix == ".json" and head == b"{" and data.count(b"\n{") == 0):
-        text, err = _decode(data)
-        if text is None:
-            raise SourceError(f"{name}: invalid UTF-8 ({err})")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SourceError(f"{name}: line {e.lineno}: not valid JSON ({e.msg})") from None
-        items = value if isinstance(value, list) else [value]
-        for i, item in enumerate(items):
-            yield RawRecord(name, f"index {i}", value=item)
-        return
-    # JSONL: a bad line is one quarantined record, but a file where no line parses is not
-    # JSONL at all, and stops the stage naming its first bad line.
-    records, first_error = [], None
-    for lineno, raw in enumerate(data.split(b"\n"), start=1):
-        if not raw.strip():
-            continue
-        text, err = _decode(raw)
-        if text is None:
-            records.append(RawRecord(name, f"line {lineno}", error=("invalid UTF-8", err),
-                                     text=raw.decode("utf-8", "replace")))
-            continue
-        try:
-            records.append(RawRecord(name, f"line {lineno}", value=json.loads(text)))
-        except json.JSONDecodeError as e:
-            first_error = first_error or f"{name}: line {lineno}: not JSON or JSONL ({e.msg})"
-            records.append(RawRecord(name, f"line {lineno}", error=("not JSON", e.msg), text=text))
-    if first_error and all(r.error for r in records):
-        raise SourceError(first_error)
-    yield from records
+    data = path.read_bytes().removeprefix(BOM)
+    try:
+        text, bad_bytes = data.decode("utf-8"), False
+    except UnicodeDecodeError:
+        # Keep going: the records holding the bad bytes are quarantined, not the whole file.
+        text, bad_bytes = data.decode("utf-8", "surrogateescape"), True
+    try:
+        value = parse_json(text)
+    except json.JSONDecodeError as e:
+        if e.msg == "Extra data" and text.lstrip()[:1] == "{":
+            return None
+        raise SourceError(f"{name}: line {e.lineno} column {e.colno}: not valid JSON ({e.msg})"
+                          ) from None
+    except (ValueError, RecursionError) as e:
+        raise SourceError(f"{name}: not valid JSON ({e})") from None
+    items = value if isinstance(value, list) else [value]
+    records = []
+    for i, item in enumerate(items):
+        rec = RawRecord(name, f"index {i}", value=item)
+        if bad_bytes and not _encodable(item):
+            rec.error = ("invalid UTF-8", "the record holds bytes that are not UTF-8")
+        records.append(rec)
+    return records
+
+
+def _encodable(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _read_jsonl(path: Path) -> Iterator[RawRecord]:
+    name = str(path)
+    parsed_any = False
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if lineno == 1:
+                raw = raw.removeprefix(BOM)
+            if raw.isspace() or not raw:
+                continue
+            locator = f"line {lineno}"
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                if not parsed_any:
+                    raise SourceError(f"{name}: {locator}: not UTF-8 text ({err})") from None
+                text = raw.decode("utf-8", "surrogateescape").rstrip("\r\n")
+                yield RawRecord(name, locator, error=("invalid UTF-8", str(err)), text=text)
+                continue
+            try:
+                value = parse_json(text)
+            except (ValueError, RecursionError) as err:
+                if not parsed_any:
+                    raise SourceError(f"{name}: {locator}: not JSON or JSONL ({_msg(err)})"
+                                      ) from None
+                yield RawRecord(name, locator, error=("not JSON", _msg(err)),
+                                text=text.rstrip("\r\n"))
+                continue
+            parsed_any = True
+            yield RawRecord(name, locator, value=value)
+
+
+def _msg(err: Exception) -> str:
+    if isinstance(err, json.JSONDecodeError):
+        return f"{err.msg} at column {err.colno}"
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
+    return str(err)

@@ -17,6 +17,10 @@ def split_prompt(messages: list[dict]) -> tuple[list[dict], str]:
     return messages[:last], messages[last]["content"]
 
 
+def _rounded(values: dict, digits: int) -> dict:
+    return {k: round(v, digits) if isinstance(v, float) else v for k, v in values.items()}
+
+
 def evaluate_model(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -25,41 +29,44 @@ def evaluate_model(
     params: EvaluateParams,
     ignore_index: int = -100,
 ) -> tuple[dict, list[dict]]:
-    """Metrics for one model, and the per-sample predictions with their scores."""
+    """Metrics for one model ({split: {name: value}}), and the per-sample predictions of the
+    test prompts with their scores, in test-file order."""
     metrics: dict = {}
     for split in ("validation", "test"):
-        if len(tokenized[split]):
-            nll = supervised_nll(model, tokenized[split], tokenizer.pad_token_id,
-                                 ignore_index=ignore_index)
-            metrics[split] = {k: round(v, 6) if isinstance(v, float) else v
-                              for k, v in nll.items()}
+        if split in tokenized and len(tokenized[split]):
+            nll = supervised_nll(model, tokenized[split], tokenizer.pad_token_id, ignore_index)
+            metrics[split] = _rounded(nll, 6)
     records = test_records[: params.max_samples] if params.max_samples else test_records
-    prompts, refs = zip(*(split_prompt(r["messages"]) for r in records), strict=True) if records \
-        else ((), ())
-    replies = generate_replies(model, tokenizer, list(prompts), params.generation)
-    preds = [text for text, _ in replies]
-    text = compute_text_metrics(preds, list(refs), style=params.bleu_style)
-    metrics["test"] = metrics.get("test", {}) | {k: round(v, 4) for k, v in text.items()}
-    scores = per_sample_scores(preds, list(refs)) if preds else []
+    if not records:
+        return metrics, []
+    prompts, refs = (list(x) for x in zip(*(split_prompt(r["messages"]) for r in records),
+                                          strict=True))
+    replies = generate_replies(model, tokenizer, prompts, params.generation)
+    preds = [r.text for r in replies]
+    text = compute_text_metrics(preds, refs, style=params.bleu_style)
+    text["generated_tokens_mean"] = sum(r.generated_tokens for r in replies) / len(replies)
+    metrics["test"] = metrics.get("test", {}) | _rounded(text, 4) | {"samples": len(records)}
     rows = [
-        {"prompt": p, "reference": r, "prediction": t, "generated_tokens": n}
-        | {k: round(v, 4) for k, v in s.items()}
-        for p, r, (t, n), s in zip(prompts, refs, replies, scores, strict=True)
+        {"index": i, "prompt": p, "reference": ref, "prediction": r.text,
+         "generated_tokens": r.generated_tokens} | _rounded(s, 4)
+        for i, (p, ref, r, s) in enumerate(
+            zip(prompts, refs, replies, per_sample_scores(preds, refs), strict=True))
     ]
     return metrics, rows
 
 
-def worst_table(rows: list[dict], n: int = 10, key: str = "bleu4") -> str:
-    """A Markdown table of the lowest-scoring samples, for a person to read."""
-    worst = sorted(range(len(rows)), key=lambda i: (rows[i].get(key, 0.0), i))[:n]
-    lines = [f"| # | {key} | prompt (last user turn) | reference | prediction |",
-             "|---|---|---|---|---|"]
+def worst_table(rows: list[dict], n: int = 10) -> str:
+    """A Markdown table of the lowest-scoring samples (sentence BLEU, then ROUGE-L)."""
+    worst = sorted(rows, key=lambda r: (r["bleu4"], r["rougeL"], r["index"]))[:n]
+    lines = [f"# The {len(worst)} test samples with the lowest sentence BLEU-4", "",
+             "| # | BLEU-4 | ROUGE-L | prompt (last user turn) | reference | prediction |",
+             "|---|---|---|---|---|---|"]
 
     def cell(s: str) -> str:
         return s.replace("|", "\\|").replace("\n", " ")[:120]
 
-    for i in worst:
-        r = rows[i]
-        lines.append(f"| {i} | {r.get(key, 0.0):.1f} | {cell(r['prompt'][-1]['content'])} | "
-                     f"{cell(r['reference'])} | {cell(r['prediction'])} |")
+    for r in worst:
+        lines.append(f"| {r['index']} | {r['bleu4']:.1f} | {r['rougeL']:.1f} | "
+                     f"{cell(r['prompt'][-1]['content'])} | {cell(r['reference'])} | "
+                     f"{cell(r['prediction'])} |")
     return "\n".join(lines) + "\n"

@@ -1,0 +1,120 @@
+"""`chatsft chat` (talk to a model in the terminal) and `chatsft predict` (batch replies).
+
+Decoding flags mirror `GenerationParams` (the `evaluate.generation` / `predict.generation`
+sections of params.yaml): `--max-new-tokens`, `--do-sample`, `--temperature`, `--top-p`,
+`--top-k`, `--repetition-penalty`, `--seed`, `--batch-size`. Heavy imports happen inside the
+commands, so `chatsft --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from pydantic import ValidationError
+
+from chatsft.errors import UserError
+from chatsft.params import GenerationParams
+
+
+def add_generation_args(
+    parser: argparse.ArgumentParser, skip: tuple[str, ...] = (), **defaults: object
+) -> None:
+    """One flag per GenerationParams field; `defaults` override the schema's defaults."""
+    group = parser.add_argument_group("decoding")
+    for name, field in GenerationParams.model_fields.items():
+        if name in skip:
+            continue
+        flag = "--" + name.replace("_", "-")
+        default = defaults.get(name, field.default)
+        if field.annotation is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                               help=field.description)
+        else:
+            group.add_argument(flag, type=field.annotation, default=default,
+                               help=f"{field.description} (default {default})"
+                               if default is not None else field.description)
+
+
+def generation_params(args: argparse.Namespace) -> GenerationParams:
+    """GenerationParams from the decoding flags; a bad value names its flag."""
+    values = {k: getattr(args, k) for k in GenerationParams.model_fields
+              if getattr(args, k, None) is not None}
+    try:
+        return GenerationParams(**values)
+    except ValidationError as err:
+        lines = [f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']} "
+                 f"(got {e.get('input')!r})" for e in err.errors()]
+        raise UserError("invalid decoding options\n  " + "\n  ".join(lines)) from None
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-path", required=True, help="a model directory, e.g. models/sft")
+    parser.add_argument("--dtype", default="float32",
+                        choices=["auto", "float32", "bfloat16", "float16"])
+    parser.add_argument("--device-map", default=None,
+                        help="transformers device_map, e.g. 'auto' (default: one GPU if any)")
+    parser.add_argument("--max-context", type=int, default=None,
+                        help="context window in tokens (default: max_position_embeddings)")
+
+
+def _load(args: argparse.Namespace):
+    from chatsft.generation import load_for_inference
+    from chatsft.modeling import load_tokenizer
+
+    try:
+        tokenizer = load_tokenizer(args.model_path)
+    except (OSError, ValueError) as err:
+        raise UserError(f"{args.model_path}: cannot load the tokenizer: {err}") from None
+    return load_for_inference(args.model_path, args.dtype, args.device_map), tokenizer
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from transformers.utils.logging import disable_progress_bar
+
+    from chatsft.chat import ChatSession, run_chat
+    from chatsft.generation import context_size
+
+    try:
+        import readline  # noqa: F401  (line editing and history for input())
+    except ImportError:
+        pass
+    generation_params(args)  # bad flags fail before the model loads
+    disable_progress_bar()  # no "Loading weights" bar in the conversation
+    model, tokenizer = _load(args)
+    if args.max_new_tokens is None:
+        args.max_new_tokens = min(512, (context_size(model, args.max_context) or 1024) // 2)
+    params = generation_params(args)
+    session = ChatSession(model, tokenizer, params, args.system_prompt, args.max_context)
+    return run_chat(session)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from chatsft.io import write_jsonl
+    from chatsft.predict import predict_file
+
+    params = generation_params(args)
+    model, tokenizer = _load(args)
+    rows = predict_file(model, tokenizer, args.data_path, params, args.max_context)
+    write_jsonl(args.output_path, rows)
+    print(f"wrote {len(rows)} replies to {args.output_path}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    chat = sub.add_parser("chat", help="talk to a model in the terminal (streamed replies)")
+    add_model_args(chat)
+    chat.add_argument("--system-prompt", default=None)
+    add_generation_args(chat, skip=("batch_size",), max_new_tokens=None)
+    for action in chat._actions:
+        if action.dest == "max_new_tokens":
+            action.help = "Longest reply (default 512, at most half the context window)."
+    chat.set_defaults(func=_chat)
+
+    predict = sub.add_parser("predict", help="reply to every prompt of a file, in batches")
+    add_model_args(predict)
+    predict.add_argument("--data-path", required=True,
+                         help="prompts: ChatML (or ShareGPT) records in JSON/JSONL, each ending "
+                         "with a user turn")
+    predict.add_argument("--output-path", required=True, help="JSONL of replies, in input order")
+    add_generation_args(predict)
+    predict.set_defaults(func=_predict)

@@ -1,0 +1,143 @@
+"""Resumable checkpoints: only complete ones count, and only those of the same run.
+
+Trainer writes `checkpoint-N/` file by file (weights, optimizer, scheduler, RNG, trainer
+state), so a run killed mid-save leaves a directory that looks like a checkpoint but is not
+one. Here a checkpoint is complete once its `COMPLETE` marker exists; the marker is written
+(fsynced, then renamed into place) after every file of the checkpoint is on disk, on every
+process. Resuming picks the newest complete checkpoint and deletes incomplete ones.
+
+`run.json` holds a fingerprint of everything that determines the training trajectory
+(params, data, base model, process count): checkpoints of a different run are removed
+rather than resumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import torch.distributed as dist
+from transformers import TrainerCallback
+
+MARKER = "COMPLETE"
+RUN_FILE = "run.json"
+_STEP = re.compile(r"^checkpoint-(\d+)$")
+
+
+def checkpoint_dirs(root: Path) -> list[tuple[int, Path]]:
+    """Every checkpoint-N directory, complete or not, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir()
+             if p.is_dir() and (m := _STEP.match(p.name))]
+    return sorted(found)
+
+
+def is_complete(path: Path) -> bool:
+    return (path / MARKER).is_file()
+
+
+def last_complete(root: Path) -> Path | None:
+    complete = [p for _, p in checkpoint_dirs(root) if is_complete(p)]
+    return complete[-1] if complete else None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def mark_complete(path: Path) -> None:
+    """fsync every file of the checkpoint, then atomically create its marker."""
+    for f in path.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    tmp = path / f".{MARKER}.tmp"
+    with open(tmp, "w") as fh:
+        fh.write("ok\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path / MARKER)
+    _fsync_dir(path)
+
+
+def remove_checkpoint(path: Path) -> None:
+    """Unmark first, so a kill halfway through the deletion leaves an incomplete one."""
+    (path / MARKER).unlink(missing_ok=True)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def fingerprint(*parts: object) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def files_fingerprint(directory: Path) -> str:
+    """Content hash of a directory's files (a scratch base model is a few MB)."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(directory)).encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def prepare(root: Path, run_fingerprint: str, is_main: bool = True) -> Path | None:
+    """Clean `root` for this run; return the checkpoint to resume from, if any.
+
+    Only the main process changes files; every process gets the same answer.
+    """
+    run_file = root / RUN_FILE
+    same_run = run_file.is_file() and json.loads(run_file.read_text()).get(
+        "fingerprint") == run_fingerprint
+    if is_main:
+        root.mkdir(parents=True, exist_ok=True)
+        for _, path in checkpoint_dirs(root):
+            if not same_run or not is_complete(path):
+                remove_checkpoint(path)
+        if not same_run:
+            run_file.write_text(json.dumps({"fingerprint": run_fingerprint}) + "\n")
+    _barrier()
+    return last_complete(root) if same_run else None
+
+
+def clear(root: Path) -> None:
+    """After a successful run: drop the checkpoints, keep the (empty) persisted directory."""
+    for _, path in checkpoint_dirs(root):
+        remove_checkpoint(path)
+    (root / RUN_FILE).unlink(missing_ok=True)
+
+
+def _barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+class CompleteCheckpoints(TrainerCallback):
+    """Marks each checkpoint complete once all processes saved it, then rotates: keeps the
+    newest `keep` complete checkpoints plus the best one."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+
+    def on_save(self, args, state, control, **kwargs):
+        _barrier()  # every process has written its part (e.g. its RNG state)
+        if state.is_world_process_zero:
+            root = Path(args.output_dir)
+            mark_complete(root / f"checkpoint-{state.global_step}")
+            best = Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None
+            complete = [p for _, p in checkpoint_dirs(root) if is_complete(p)]
+            for path in complete[: -self.keep]:
+                if path.name != best:
+                    remove_checkpoint(path)
+        _barrier()
+        return control

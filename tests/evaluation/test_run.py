@@ -1,0 +1,82 @@
+"""evaluate_model: references are the last assistant turns, prompts what precedes them."""
+
+from __future__ import annotations
+
+import pytest
+from datasets import Dataset, DatasetDict
+
+from chatsft.evaluation.run import evaluate_model, worst_table
+from chatsft.generation import load_for_inference
+from chatsft.modeling import load_tokenizer
+from chatsft.params import EvaluateParams, GenerationParams
+from chatsft.template import ChatEncoder
+from tests.test_generation import prompt_end, words
+
+
+@pytest.fixture(scope="module")
+def answering(bigram_model_dir, chatml_tokenizer):
+    """A model that answers every prompt with the same two words; and that answer."""
+    tok = chatml_tokenizer
+    a, b = words(tok, 2)
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    path = bigram_model_dir({prompt_end(tok): a, a: b, b: im_end}, default=b)
+    return path, tok.decode([a, b]).strip()
+
+
+def conversation(*turns: str) -> dict:
+    roles = ["user", "assistant"] * len(turns)
+    return {"messages": [{"role": r, "content": t} for r, t in zip(roles, turns, strict=False)]}
+
+
+def test_scores_the_last_assistant_turn_of_each_test_conversation(answering):
+    path, answer = answering
+    model, tok = load_for_inference(str(path)), load_tokenizer(path)
+    test = [
+        conversation("First question?", answer),
+        conversation("First question?", "Something else.", "Second question?", answer),
+        conversation("First question?", answer, "Second question?", "Something else."),
+    ]
+    enc = ChatEncoder(tok)
+    encoded = [enc.encode(r["messages"]) for r in test]
+    split = Dataset.from_dict({"input_ids": [e.input_ids for e in encoded],
+                               "labels": [e.labels for e in encoded]})
+    tokenized = DatasetDict(validation=split, test=split)
+    params = EvaluateParams(generation=GenerationParams(max_new_tokens=8), compare_base=False)
+
+    metrics, rows = evaluate_model(model, tok, tokenized, test, params)
+
+    assert [r["prediction"] for r in rows] == [answer] * 3
+    assert [r["reference"] for r in rows] == [answer, answer, "Something else."]
+    assert [len(r["prompt"]) for r in rows] == [1, 3, 3]
+    assert [r["exact_match"] for r in rows] == [100.0, 100.0, 0.0]
+    assert [r["index"] for r in rows] == [0, 1, 2]
+    assert all(r["generated_tokens"] == 3 for r in rows)
+    t = metrics["test"]
+    assert t["exact_match"] == pytest.approx(200 / 3, abs=1e-3)
+    assert t["samples"] == 3 and t["generated_tokens_mean"] == 3
+    supervised = sum(sum(label != -100 for label in e.labels) for e in encoded)
+    assert t["supervised_tokens"] == metrics["validation"]["supervised_tokens"] == supervised
+    assert set(t) >= {"perplexity", "token_accuracy", "bleu4", "rouge1", "rouge2", "rougeL"}
+
+    table = worst_table(rows, n=2)
+    assert table.splitlines()[4].startswith("| 2 |")  # the miss comes first
+    assert len(table.splitlines()) == 4 + 2
+
+    params.max_samples = 2
+    metrics, rows = evaluate_model(model, tok, tokenized, test, params)
+    assert len(rows) == 2 and metrics["test"]["exact_match"] == 100.0
+    assert metrics["test"]["rouge1"] == 100.0  # (a 2-word answer has no 4-grams: BLEU-4 is 0)
+
+
+def test_llamafactory_style_changes_bleu(answering):
+    path, answer = answering
+    model, tok = load_for_inference(str(path)), load_tokenizer(path)
+    test = [conversation("Q?", answer + " and more words here")]
+    empty = DatasetDict()
+    scores = {}
+    for style in ("corpus", "llamafactory"):
+        params = EvaluateParams(generation=GenerationParams(max_new_tokens=8), bleu_style=style)
+        scores[style] = evaluate_model(model, tok, empty, test, params)[0]["test"]["bleu4"]
+    # Word BLEU of a 2-word prefix of a 6-word reference vs character BLEU (many char n-grams).
+    assert scores["llamafactory"] > scores["corpus"]
+

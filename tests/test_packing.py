@@ -1,0 +1,119 @@
+"""Packing: first-fit-decreasing rows, isolation between packed samples, collation."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from chatsft.packing import IGNORE, Collator, first_fit_decreasing, pack_rows, pack_stats
+from chatsft.template import ChatEncoder
+
+
+def naive_ffd(lengths: list[int], capacity: int) -> list[list[int]]:
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    bins: list[list[int]] = []
+    space: list[int] = []
+    for i in order:
+        for b, free in enumerate(space):
+            if lengths[i] <= free:
+                bins[b].append(i)
+                space[b] -= lengths[i]
+                break
+        else:
+            bins.append([i])
+            space.append(capacity - lengths[i])
+    return bins
+
+
+def test_first_fit_decreasing_matches_the_textbook_algorithm():
+    rng = random.Random(0)
+    for trial in range(200):
+        capacity = rng.choice([8, 64, 256])
+        lengths = [rng.randint(1, capacity) for _ in range(rng.randint(0, 300))]
+        bins = first_fit_decreasing(lengths, capacity)
+        assert bins == naive_ffd(lengths, capacity), trial
+        assert sorted(i for b in bins for i in b) == list(range(len(lengths)))
+        assert all(sum(lengths[i] for i in b) <= capacity for b in bins)
+    with pytest.raises(ValueError, match="sample 1 has 9 tokens > capacity 8"):
+        first_fit_decreasing([3, 9], 8)
+
+
+def test_pack_rows_restart_positions_and_never_train_a_first_token():
+    ids = [[5, 6, 7], [8, 9], [10, 11, 12, 13]]
+    labels = [[-1, 6, 7], [8, 9], [-1, -1, 12, 13]]
+    rows = pack_rows(ids, labels, capacity=7, ignore_index=-1)
+    assert rows == [
+        {"input_ids": [5, 6, 7, 10, 11, 12, 13], "labels": [IGNORE, 6, 7, IGNORE, IGNORE, 12, 13],
+         "position_ids": [0, 1, 2, 0, 1, 2, 3]},
+        {"input_ids": [8, 9], "labels": [IGNORE, 9], "position_ids": [0, 1]},
+    ]
+    stats = pack_stats(ids, labels, 7, ignore_index=-1)
+    assert stats == {"rows": 2, "real_tokens": 9, "padding_fraction": round(1 - 9 / 14, 6),
+                     "supervised_fraction": round(5 / 9, 6)}
+
+
+def test_collator_pads_or_packs_and_keeps_labels_equal_to_the_pad_id():
+    pad = 0  # also a supervised token below, as with pad == eos
+    collate = Collator(pad, ignore_index=-1)
+    batch = collate([{"input_ids": [3, 0], "labels": [-1, 0]}, {"input_ids": [4], "labels": [-1]}])
+    assert batch["labels"].tolist() == [[IGNORE, 0], [IGNORE, IGNORE]]
+    assert batch["attention_mask"].tolist() == [[1, 1], [1, 0]]
+    assert "position_ids" not in batch and batch["use_cache"] is False
+    rows = pack_rows([[3, 0], [4, 5]], [[-1, 0], [-1, 5]], 4, ignore_index=-1)
+    batch = collate(rows + [{"input_ids": [7], "labels": [IGNORE], "position_ids": [0]}])
+    assert "attention_mask" not in batch
+    # The padding tail restarts at 0: a sample of its own, attended by no real token.
+    assert batch["position_ids"].tolist() == [[0, 1, 0, 1], [0, 0, 1, 2]]
+    assert batch["labels"].tolist() == [[IGNORE, 0, IGNORE, 5], [IGNORE] * 4]
+
+
+@pytest.fixture(scope="module")
+def samples(demo_records, chatml_tokenizer):
+    enc = ChatEncoder(chatml_tokenizer)
+    out = [enc.encode(r["messages"]) for r in demo_records[:14]]
+    return [e.input_ids for e in out], [e.labels for e in out]
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_loss_equals_unpacked_loss(tiny_model, chatml_tokenizer, samples, attn):
+    model = tiny_model.eval()
+    model.set_attn_implementation(attn)
+    torch.manual_seed(0)
+    with torch.no_grad():  # wider than the default init, so outputs depend on the context
+        for w in model.parameters():
+            if w.dim() == 2:
+                w.normal_(0.0, 0.2)
+    ids, labels = samples
+    collate = Collator(chatml_tokenizer.pad_token_id)
+    rows = pack_rows(ids, labels, capacity=160)
+    assert len(rows) < len(ids) and any(len(set(r["position_ids"])) < len(r["position_ids"])
+                                        for r in rows)
+    unpacked = collate([{"input_ids": i, "labels": lab} for i, lab in zip(ids, labels,
+                                                                          strict=True)])
+    packed = collate(rows)
+    with torch.no_grad():
+        ref = model(**unpacked)
+        out = model(**packed)
+        # Negative control: the same rows with one causal mask over each whole row.
+        leaky = model(input_ids=packed["input_ids"], labels=packed["labels"],
+                      attention_mask=torch.ones_like(packed["input_ids"]), use_cache=False)
+    assert out.loss.item() == pytest.approx(ref.loss.item(), abs=1e-5)
+    assert abs(leaky.loss.item() - ref.loss.item()) > 1e-4  # 10x the tolerance: a leak shows
+    # Every sample's logits are the same packed or alone: nothing leaks between samples.
+    row_of = {}
+    for r, group in enumerate(first_fit_decreasing([len(x) for x in ids], 160)):
+        offset = 0
+        for i in sorted(group):
+            row_of[i] = (r, offset)
+            offset += len(ids[i])
+    assert sorted(row_of) == list(range(len(ids)))
+    leaked = 0.0
+    for i, x in enumerate(ids):
+        r, offset = row_of[i]
+        torch.testing.assert_close(out.logits[r, offset : offset + len(x)],
+                                   ref.logits[i, : len(x)], atol=1e-5, rtol=0)
+        leaked = max(leaked, (leaky.logits[r, offset : offset + len(x)]
+                              - ref.logits[i, : len(x)]).abs().max().item())
+    assert leaked > 0.1

@@ -1,0 +1,80 @@
+"""Batch prediction: prompts in, replies out in input order; bad files fail clearly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chatsft.cli import main
+from chatsft.data.formats import Reject
+from chatsft.generation import generate_replies, load_for_inference
+from chatsft.params import GenerationParams
+from chatsft.predict import load_prompts
+from tests.test_generation import widen
+
+
+def write_lines(path, records) -> str:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return str(path)
+
+
+def test_cli_predict_replies_in_input_order(tmp_path, tiny_model, chatml_tokenizer,
+                                            demo_records):
+    model_dir = tmp_path / "model"
+    widen(tiny_model).save_pretrained(model_dir)
+    chatml_tokenizer.save_pretrained(model_dir)
+    # Different lengths, so the internal sort by length really reorders them.
+    prompts = [r["messages"][:1] + [{"role": "user", "content": "x " * n}]
+               for n, r in zip((30, 2, 15, 1, 8), demo_records, strict=False)]
+    src = write_lines(tmp_path / "prompts.jsonl", [{"messages": p} for p in prompts])
+    out = tmp_path / "out" / "replies.jsonl"
+    status = main(["predict", "--model-path", str(model_dir), "--data-path", src,
+                   "--output-path", str(out), "--max-new-tokens", "6", "--batch-size", "2"])
+    assert status == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["messages"] for r in rows] == prompts
+    model = load_for_inference(str(model_dir))
+    alone = [generate_replies(model, chatml_tokenizer, [p], GenerationParams(max_new_tokens=6))[0]
+             for p in prompts]
+    assert len({a.text for a in alone}) == len(prompts)  # so a mix-up would show
+    assert [(r["reply"], r["generated_tokens"]) for r in rows] == [
+        (a.text, a.generated_tokens) for a in alone]
+
+
+def test_sharegpt_prompts_are_read_too(tmp_path):
+    src = write_lines(tmp_path / "p.jsonl",
+                      [{"conversations": [{"from": "human", "value": "你好"}]}])
+    assert load_prompts(src) == [[{"role": "user", "content": "你好"}]]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"messages": [{"role": "user", "content": "hi"}, '
+         '{"role": "assistant", "content": "hello"}]}', "must end with a user turn"),
+        ('{"messages": [{"role": "user", "content": "hi"}', "line 2"),
+        ('{"foo": 1}', "unknown format"),
+    ],
+)
+def test_a_bad_prompt_names_the_file_and_line(tmp_path, line, message):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"messages": [{"role": "user", "content": "ok"}]}\n' + line + "\n")
+    with pytest.raises(Reject, match=message) as err:
+        load_prompts(str(path))
+    assert str(path) in str(err.value) and "line 2" in str(err.value)
+
+
+def test_cli_errors_exit_with_a_message_not_a_traceback(tmp_path, tiny_model_dir, capsys):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"messages": [{"role": "assistant", "content": "hi"}]}\n')
+    args = ["predict", "--model-path", str(tiny_model_dir), "--data-path", str(path),
+            "--output-path", str(tmp_path / "o.jsonl")]
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 1
+    assert "must end with a user turn" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*args, "--top-p", "2"])
+    assert "--top-p: Input should be less than or equal to 1" in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists()
