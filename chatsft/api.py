@@ -7,8 +7,8 @@
 
 `chatsft train --model-name ... --data-path ...` does the same from the command line.
 Everything lands in `output_dir`: `model/` (the fine-tuned model), `clean/`, `base/`,
-`tokenized/`, `checkpoints/` (a rerun after a crash resumes from them), `logs/` (dvclive)
-and `train.json` (the summary).
+`tokenized/` (with `quarantine.jsonl`), `tokenize.json`, `checkpoints/` (a rerun after a
+crash resumes from them), `logs/` (dvclive) and `train.json` (the summary).
 """
 
 from __future__ import annotations
@@ -17,27 +17,14 @@ import os
 from pathlib import Path
 
 import yaml
-from datasets import DatasetDict
 
 from chatsft.data.clean import clean_records, write_clean
-from chatsft.io import atomic_path, read_jsonl, write_json, write_text
-from chatsft.modeling import (
-    build_scratch_model,
-    load_pretrained_tokenizer,
-    load_tokenizer,
-    train_tokenizer,
-)
-from chatsft.params import (
-    DataParams,
-    ModelParams,
-    Params,
-    TokenizeParams,
-    TrainParams,
-    load_params,
-)
+from chatsft.io import atomic_path, write_json, write_jsonl, write_text
+from chatsft.modeling import load_tokenizer, prepare_base
+from chatsft.params import DataParams, ModelParams, Params, TokenizeParams, TrainParams, load_params
 from chatsft.presets import DataSection, get_preset
 from chatsft.template import ChatEncoder
-from chatsft.tokenize_data import tokenize_all
+from chatsft.tokenize_data import save_splits, tokenize_all
 from chatsft.training.data import load_splits
 from chatsft.training.launch import launch_command, relaunch
 from chatsft.training.run import run_training
@@ -83,14 +70,16 @@ def prepare(params: Params, out: Path) -> None:
     result = clean_records(params.data)
     with atomic_path(out / "clean", is_dir=True) as tmp:
         write_clean(result, tmp)
-    _prepare_base(params.model, out / "clean" / "train.jsonl", out / "base")
+    prepare_base(params.model, out / "clean" / "train.jsonl", out / "base")
     tokenizer = load_tokenizer(out / "base")
     encoder = ChatEncoder(tokenizer, train_on=params.tokenize.train_on,
                           ignore_index=params.tokenize.ignore_index,
                           max_length=params.tokenize.max_length)
-    datasets, _, _ = tokenize_all(out / "clean", tokenizer, encoder)
+    datasets, quarantine, stats = tokenize_all(out / "clean", tokenizer, encoder)
     with atomic_path(out / "tokenized", is_dir=True) as tmp:
-        DatasetDict(datasets).save_to_disk(str(tmp))
+        save_splits(datasets, tmp)
+        write_jsonl(tmp / "quarantine.jsonl", quarantine)
+    write_json(out / "tokenize.json", stats)
 
 
 def train_prepared(out: Path) -> dict:
@@ -102,19 +91,3 @@ def train_prepared(out: Path) -> dict:
     if os.environ.get("RANK", "0") == "0":
         write_json(out / "train.json", summary)
     return summary
-
-
-def _prepare_base(model: ModelParams, train_split: Path, base_dir: Path) -> None:
-    """Like the base stage: a scratch tokenizer and model, or a pinned hub/local reference."""
-    with atomic_path(base_dir, is_dir=True) as tmp:
-        if model.name_or_path == "scratch":
-            texts = (m["content"] for r in read_jsonl(train_split) for m in r["messages"])
-            tokenizer = train_tokenizer(texts, model.scratch.vocab_size)
-            build_scratch_model(tokenizer, model.scratch).save_pretrained(tmp)
-            info = {"name_or_path": "scratch"}
-        else:
-            tokenizer, revision = load_pretrained_tokenizer(model)
-            info = {"name_or_path": model.name_or_path, "weights_from": model.name_or_path,
-                    "revision": revision, "trust_remote_code": model.trust_remote_code}
-        tokenizer.save_pretrained(tmp)
-        write_json(tmp / "base.json", info)

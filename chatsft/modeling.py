@@ -25,6 +25,7 @@ from transformers import (
 )
 
 from chatsft.errors import UserError
+from chatsft.io import atomic_path, read_jsonl, write_json
 from chatsft.params import ModelParams, ScratchModel
 
 CHATML_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -147,3 +148,27 @@ def load_tokenizer(model_dir: str | Path) -> PreTrainedTokenizerBase:
     trust = json.loads(info_path.read_text()).get("trust_remote_code", False) if (
         info_path.exists()) else False
     return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=trust)
+
+
+def prepare_base(params: ModelParams, train_split: str | Path, out_dir: str | Path) -> dict:
+    """Write the starting point to `out_dir` atomically and return what `base.json` records.
+
+    scratch: a tokenizer trained on the training split's texts and a new Qwen2 model. Otherwise
+    only the tokenizer and a pinned reference (hub id or directory, resolved revision): the
+    weights are read from there at train time rather than copied.
+    """
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        if params.name_or_path == "scratch":
+            texts = (m["content"] for rec in read_jsonl(train_split) for m in rec["messages"])
+            tokenizer = train_tokenizer(texts, params.scratch.vocab_size)
+            model = build_scratch_model(tokenizer, params.scratch)
+            model.save_pretrained(tmp)
+            info = {"name_or_path": "scratch", "parameters": model.num_parameters(),
+                    "vocab_size": len(tokenizer)}
+        else:
+            tokenizer, revision = load_pretrained_tokenizer(params)
+            info = {"name_or_path": params.name_or_path, "weights_from": params.name_or_path,
+                    "revision": revision, "trust_remote_code": params.trust_remote_code}
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "base.json", info)
+    return info
