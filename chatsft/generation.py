@@ -33,9 +33,10 @@ class Reply(NamedTuple):
     ids: list[int]  # the reply's tokens, before the stop token
 
 
-def load_for_inference(model_dir: str, dtype: str = "float32", device_map: str | None = None):
+def load_for_inference(model_dir: str, dtype: str = "float32", device_map: str | None = None,
+                       attn_implementation: str = "auto"):
     """`load_model`, in eval mode, moved to the GPU when there is one and no device_map."""
-    model = load_model(model_dir, dtype, device_map)
+    model = load_model(model_dir, dtype, device_map, attn_implementation)
     if device_map is None and torch.cuda.is_available():
         model = model.to("cuda")
     return model.eval()

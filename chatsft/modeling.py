@@ -7,6 +7,7 @@ revision rather than copied (a 72B checkpoint should not be duplicated into the 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -122,7 +123,18 @@ def load_pretrained_tokenizer(params: ModelParams) -> tuple[PreTrainedTokenizerB
     return tok, revision
 
 
-def load_model(base_dir: str | Path, dtype: str = "float32", device_map: str | None = None):
+def attention_implementation(choice: str = "auto") -> str:
+    """`auto`: flash attention 2 (variable-length kernels on packed rows, from their
+    position_ids) where it can run, else PyTorch SDPA (a block-diagonal mask on packed rows)."""
+    if choice != "auto":
+        return choice
+    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def load_model(base_dir: str | Path, dtype: str = "float32", device_map: str | None = None,
+               attn_implementation: str = "auto"):
     """Load the model `models/base` (or a trained `models/sft`) refers to, safetensors only."""
     base_dir = Path(base_dir)
     info_path = base_dir / "base.json"
@@ -132,6 +144,7 @@ def load_model(base_dir: str | Path, dtype: str = "float32", device_map: str | N
         "dtype": "auto" if dtype == "auto" else getattr(torch, dtype),
         "use_safetensors": True,
         "trust_remote_code": info.get("trust_remote_code", False),
+        "attn_implementation": attention_implementation(attn_implementation),
     }
     if info.get("weights_from"):
         kwargs["revision"] = info.get("revision")

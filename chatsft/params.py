@@ -112,6 +112,10 @@ class ModelParams(_Section):
         "float32", description="Weights dtype when loading."
     )
     device_map: str | None = Field(None, description="transformers device_map, e.g. 'auto'.")
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
+        "auto", description="auto: flash_attention_2 on CUDA when flash-attn is installed, "
+        "else sdpa; packed rows stay isolated with each."
+    )
     scratch: ScratchModel = Field(default_factory=ScratchModel, description="Scratch sizes.")
 
 

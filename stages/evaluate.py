@@ -28,13 +28,13 @@ def main() -> None:
     tokenized = load_from_disk(TOKENIZED)
     test = read_jsonl(TEST)
     tokenizer = load_tokenizer(SFT_DIR)
-    model = load_for_inference(SFT_DIR, m.dtype, m.device_map)
+    model = load_for_inference(SFT_DIR, m.dtype, m.device_map, m.attn_implementation)
     metrics, rows = evaluate_model(model, tokenizer, tokenized, test, p,
                                    params.tokenize.ignore_index)
     result = {"sft": metrics}
     if p.compare_base:
         del model
-        base = load_for_inference(BASE_DIR, m.dtype, m.device_map)
+        base = load_for_inference(BASE_DIR, m.dtype, m.device_map, m.attn_implementation)
         result["base"], _ = evaluate_model(base, tokenizer, tokenized, test, p,
                                            params.tokenize.ignore_index)
     write_json(METRICS, result)

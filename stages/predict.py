@@ -18,7 +18,8 @@ def main() -> None:
     start = time.perf_counter()
     params = load_params()
     tokenizer = load_tokenizer(SFT_DIR)
-    model = load_for_inference(SFT_DIR, params.model.dtype, params.model.device_map)
+    m = params.model
+    model = load_for_inference(SFT_DIR, m.dtype, m.device_map, m.attn_implementation)
     rows = predict_file(model, tokenizer, params.predict.input, params.predict.generation)
     write_jsonl(OUTPUT, rows)
     print(f"predict: {len(rows)} replies -> {OUTPUT} in {time.perf_counter() - start:.1f} s")

@@ -78,13 +78,13 @@ def apply_lora(model, lora: LoraParams, gradient_checkpointing: bool):
 
 
 def prepare_model(base_dir: str | Path, params: TrainParams, dtype: str,
-                  device_map: str | None, precision: str):
+                  device_map: str | None, precision: str, attn_implementation: str = "auto"):
     """The model to train for train.method: full, lora or qlora."""
     if params.method == "qlora":
         compute = torch.float16 if precision == "fp16" else torch.bfloat16
         model = load_quantized(base_dir, params.lora.bits, compute)
     else:
-        model = load_model(base_dir, dtype, device_map)
+        model = load_model(base_dir, dtype, device_map, attn_implementation)
     if params.method == "full":
         return model
     return apply_lora(model, params.lora, params.gradient_checkpointing)

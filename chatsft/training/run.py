@@ -59,7 +59,7 @@ def run_training(
     )
     resume = checkpoints.prepare(checkpoint_dir, run_id, is_main)
     model = prepare_model(base_dir, train_p, params.model.dtype, params.model.device_map,
-                          precision)
+                          precision, params.model.attn_implementation)
     callbacks = [LogLastStep(), checkpoints.CompleteCheckpoints(train_p.save_total_limit)]
     if train_p.early_stopping_patience and eval_rows:
         callbacks.append(EarlyStoppingCallback(train_p.early_stopping_patience,
