@@ -24,6 +24,7 @@ from chatsft.training.callbacks import (
     ConsoleProgress,
     LiveCallback,
     LogLastStep,
+    NoFinalCheckpoint,
     truncate_live_history,
 )
 from chatsft.training.data import BatchCollator, row_stats, rows_fingerprint, split_rows
@@ -60,7 +61,8 @@ def run_training(
     resume = checkpoints.prepare(checkpoint_dir, run_id, is_main)
     model = prepare_model(base_dir, train_p, params.model.dtype, params.model.device_map,
                           precision, params.model.attn_implementation)
-    callbacks = [LogLastStep(), checkpoints.CompleteCheckpoints(train_p.save_total_limit)]
+    callbacks = [LogLastStep(), NoFinalCheckpoint(),
+                 checkpoints.CompleteCheckpoints(train_p.save_total_limit)]
     if train_p.early_stopping_patience and eval_rows:
         callbacks.append(EarlyStoppingCallback(train_p.early_stopping_patience,
                                                train_p.early_stopping_threshold))

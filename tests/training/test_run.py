@@ -75,6 +75,16 @@ def test_checkpoints_are_marked_complete_and_rotated(tmp_path, tiny_model_dir, t
     assert checkpoints.last_complete(tmp_path / "ckpt").name == "checkpoint-12"
 
 
+def test_no_checkpoint_at_the_last_step_unless_best_selection_needs_it(
+        tmp_path, tiny_model_dir, tiny_splits, chatml_tokenizer):
+    """The final model is saved anyway: a checkpoint at max_steps would only rewrite the
+    optimizer state. Steps 4 and 8 are checkpointed, step 10 (the last) is not."""
+    _run(tmp_path, tiny_model_dir, tiny_splits, chatml_tokenizer, max_steps=10, eval_steps=4,
+         save_steps=4, save_total_limit=5, select_best=False, keep_checkpoints=True)
+    assert [s for s, _ in checkpoints.checkpoint_dirs(tmp_path / "ckpt")] == [4, 8]
+    assert (tmp_path / "sft" / "model.safetensors").is_file()
+
+
 def test_incomplete_and_foreign_checkpoints_are_never_resumed(tmp_path):
     root = tmp_path / "ckpt"
     assert checkpoints.prepare(root, "run-a") is None
