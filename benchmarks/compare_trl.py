@@ -46,19 +46,6 @@ SCRATCH = dict(vocab_size=VOCAB, hidden_size=256, num_hidden_layers=4, num_atten
                num_key_value_heads=2, intermediate_size=768)
 LAST_LOSSES = 10
 HOLD_OUT = 15  # every 15th conversation is held out: the final models' loss is measured on it
-# chatsft's ChatML template with TRL's assistant markers: the reply and its <|im_end|> are
-# supervised, the newline after it and the role header are not (what chatsft supervises).
-TRL_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{%- if message['role'] == 'assistant' %}"
-    "{{- '<|im_start|>assistant\\n' }}{% generation %}{{- message['content'] + '<|im_end|>' }}"
-    "{% endgeneration %}{{- '\\n' }}"
-    "{%- else %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{%- endif %}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
-)
 METRICS = {  # key: table label
     "prep_seconds": "data preparation (s)", "real_tokens_per_second": "real tokens/s",
     "supervised_tokens_per_second": "supervised tokens/s", "peak_rss_mb": "peak RSS (MB)",
@@ -76,7 +63,7 @@ METRICS = {  # key: table label
 def setup(sources: list[Path], workdir: Path, max_length: int) -> dict:
     from chatsft.data.clean import clean_records
     from chatsft.io import write_json, write_jsonl
-    from chatsft.modeling import build_scratch_model, train_tokenizer
+    from chatsft.modeling import CHATML_GENERATION_TEMPLATE, build_scratch_model, train_tokenizer
     from chatsft.params import DataParams, ScratchModel, Source
     from chatsft.template import ChatEncoder
 
@@ -92,7 +79,7 @@ def setup(sources: list[Path], workdir: Path, max_length: int) -> dict:
         for gen, msgs in ((False, rec["messages"]), (True, rec["messages"][:-1])):
             ours = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
             theirs = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen,
-                                                   chat_template=TRL_TEMPLATE)
+                                                   chat_template=CHATML_GENERATION_TEMPLATE)
             if ours != theirs:
                 raise SystemExit(f"TRL template renders differently:\n{ours!r}\n{theirs!r}")
     data = workdir / "data"
@@ -214,12 +201,12 @@ def run_trl(args: argparse.Namespace, workdir: Path) -> None:
     from trl import SFTConfig, SFTTrainer
 
     from chatsft.io import read_jsonl
-    from chatsft.modeling import load_model, load_tokenizer
+    from chatsft.modeling import CHATML_GENERATION_TEMPLATE, load_model, load_tokenizer
 
     torch.set_num_threads(args.threads)
     base = workdir / "base"
     tokenizer = load_tokenizer(base)
-    tokenizer.chat_template = TRL_TEMPLATE
+    tokenizer.chat_template = CHATML_GENERATION_TEMPLATE
     model = load_model(base)
     start = time.perf_counter()
     dataset = Dataset.from_list(read_jsonl(workdir / "data" / "train.jsonl"))

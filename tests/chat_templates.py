@@ -29,7 +29,7 @@ from tokenizers import (
 from tokenizers.processors import TemplateProcessing
 from transformers import PreTrainedTokenizerFast
 
-from chatsft.modeling import train_tokenizer
+from chatsft.modeling import CHATML_GENERATION_TEMPLATE, train_tokenizer
 
 QWEN25_TEMPLATE = """{%- if tools %}
     {{- '<|im_start|>system\\n' }}
@@ -108,17 +108,6 @@ LLAMA3_SPLIT = (
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
-GENERATION_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{%- if message['role'] == 'assistant' %}"
-    "{{- '<|im_start|>assistant\\n' }}{% generation %}{{- message['content'] + '<|im_end|>' }}"
-    "{% endgeneration %}{{- '\\n' }}"
-    "{%- else %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{%- endif %}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
-)
 
 QWEN3_TEMPLATE = (
     "{%- set ns = namespace(last_query=-1) %}"
@@ -207,7 +196,7 @@ def _chatml_variant(template: str) -> PreTrainedTokenizerFast:
 
 
 def generation_tokenizer() -> PreTrainedTokenizerFast:
-    return _chatml_variant(GENERATION_TEMPLATE)
+    return _chatml_variant(CHATML_GENERATION_TEMPLATE)
 
 
 def qwen3_tokenizer() -> PreTrainedTokenizerFast:
