@@ -116,3 +116,16 @@ def bigram_model_dir(tmp_path_factory, chatml_tokenizer, tiny_sizes):
         return out
 
     return make
+
+
+@pytest.fixture(scope="session")
+def two_word_model(bigram_model_dir, chatml_tokenizer) -> tuple[Path, str]:
+    """A model that answers every prompt with the same two words, then <|im_end|>; and that
+    answer, decoded."""
+    from tests.test_generation import prompt_end, words
+
+    tok = chatml_tokenizer
+    a, b = words(tok, 2)
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    path = bigram_model_dir({prompt_end(tok): a, a: b, b: im_end}, default=b)
+    return path, tok.decode([a, b])

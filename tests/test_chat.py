@@ -23,13 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def two_words(bigram_model_dir, chatml_tokenizer):
+def two_words(two_word_model):
     """A model that answers everything with the same two words, then <|im_end|>."""
-    tok = chatml_tokenizer
-    a, b = words(tok, 2)
-    im_end = tok.convert_tokens_to_ids("<|im_end|>")
-    path = bigram_model_dir({prompt_end(tok): a, a: b, b: im_end}, default=b)
-    return load_for_inference(str(path)), load_tokenizer(path), tok.decode([a, b])
+    path, answer = two_word_model
+    return load_for_inference(str(path)), load_tokenizer(path), answer
 
 
 def test_history_system_prompt_and_reset(two_words):

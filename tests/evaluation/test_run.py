@@ -10,17 +10,13 @@ from chatsft.generation import load_for_inference
 from chatsft.modeling import load_tokenizer
 from chatsft.params import EvaluateParams, GenerationParams
 from chatsft.template import ChatEncoder
-from tests.test_generation import prompt_end, words
 
 
 @pytest.fixture(scope="module")
-def answering(bigram_model_dir, chatml_tokenizer):
+def answering(two_word_model):
     """A model that answers every prompt with the same two words; and that answer."""
-    tok = chatml_tokenizer
-    a, b = words(tok, 2)
-    im_end = tok.convert_tokens_to_ids("<|im_end|>")
-    path = bigram_model_dir({prompt_end(tok): a, a: b, b: im_end}, default=b)
-    return path, tok.decode([a, b]).strip()
+    path, answer = two_word_model
+    return path, answer.strip()
 
 
 def conversation(*turns: str) -> dict:
