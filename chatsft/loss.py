@@ -59,6 +59,11 @@ class _ChunkedLinearCE(torch.autograd.Function):
         )
 
 
+def chunk_rows(vocab_size: int) -> int:
+    """Positions per chunk: about 32M logits (128 MB in fp32), big matmuls, bounded memory."""
+    return max(16, 2**25 // vocab_size)
+
+
 def chunked_causal_lm_loss(
     hidden: torch.Tensor,
     weight: torch.Tensor,
@@ -79,8 +84,7 @@ def chunked_causal_lm_loss(
     denominator = float(num_items_in_batch) if num_items_in_batch is not None else max(count, 1)
     if count == 0:
         return hidden.sum() * 0.0  # keeps the graph connected for DDP
-    # About 32M logits (128 MB in fp32) per chunk: big matmuls, bounded memory.
-    chunk_size = chunk_size or max(16, 2**25 // weight.shape[0])
+    chunk_size = chunk_size or chunk_rows(weight.shape[0])
     return _ChunkedLinearCE.apply(h, weight, t, chunk_size, denominator)
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
 
-from chatsft.loss import IGNORE, chunked_causal_lm_loss
+from chatsft.loss import IGNORE, chunk_rows, chunked_causal_lm_loss
 
 
 class SFTTrainer(Trainer):
@@ -144,11 +144,12 @@ def _row_losses(trainer: SFTTrainer, out, labels: torch.Tensor):
     if trainer.chunked_loss:
         weight = trainer._base_model().get_output_embeddings().weight
         hidden = out.hidden_states[-1][:, :-1][keep].to(weight.dtype)
-        rows = keep.nonzero()[:, 0]
-        for start in range(0, len(rows), 4096):  # bounded logits memory on big vocabularies
-            logits = (hidden[start:start + 4096] @ weight.T).float()
-            loss = F.cross_entropy(logits, targets[keep][start:start + 4096], reduction="none")
-            sums.index_add_(0, rows[start:start + 4096], loss.double())
+        rows, kept_targets = keep.nonzero()[:, 0], targets[keep]
+        step = chunk_rows(weight.shape[0])  # the training loss's bound on logits memory
+        for start in range(0, len(rows), step):
+            logits = (hidden[start:start + step] @ weight.T).float()
+            loss = F.cross_entropy(logits, kept_targets[start:start + step], reduction="none")
+            sums.index_add_(0, rows[start:start + step], loss.double())
     else:
         logits = out.logits[:, :-1].float()
         loss = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE,
