@@ -19,12 +19,11 @@ from pathlib import Path
 import yaml
 
 from chatsft.data.clean import clean_records, write_clean
-from chatsft.io import atomic_path, write_json, write_jsonl, write_text
+from chatsft.io import atomic_path, write_json, write_text
 from chatsft.modeling import load_tokenizer, prepare_base
 from chatsft.params import DataParams, ModelParams, Params, TokenizeParams, TrainParams, load_params
 from chatsft.presets import DataSection, get_preset
-from chatsft.template import ChatEncoder
-from chatsft.tokenize_data import save_splits, tokenize_all
+from chatsft.tokenize_data import write_tokenized
 from chatsft.training.data import load_splits
 from chatsft.training.launch import launch_command, relaunch
 from chatsft.training.run import run_training
@@ -72,13 +71,7 @@ def prepare(params: Params, out: Path) -> None:
         write_clean(result, tmp)
     prepare_base(params.model, out / "clean" / "train.jsonl", out / "base")
     tokenizer = load_tokenizer(out / "base")
-    encoder = ChatEncoder(tokenizer, train_on=params.tokenize.train_on,
-                          ignore_index=params.tokenize.ignore_index,
-                          max_length=params.tokenize.max_length)
-    datasets, quarantine, stats = tokenize_all(out / "clean", tokenizer, encoder)
-    with atomic_path(out / "tokenized", is_dir=True) as tmp:
-        save_splits(datasets, tmp)
-        write_jsonl(tmp / "quarantine.jsonl", quarantine)
+    _, _, stats = write_tokenized(out / "clean", tokenizer, params.tokenize, out / "tokenized")
     write_json(out / "tokenize.json", stats)
 
 

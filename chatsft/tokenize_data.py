@@ -13,8 +13,9 @@ from datasets import Dataset, DatasetDict, DatasetInfo, Features, Sequence, Valu
 from datasets.table import InMemoryTable
 from transformers import PreTrainedTokenizerBase
 
-from chatsft.io import read_jsonl
+from chatsft.io import atomic_path, read_jsonl, write_jsonl
 from chatsft.packing import pack_stats
+from chatsft.params import TokenizeParams
 from chatsft.template import ChatEncoder, ParityError
 
 FEATURES = Features(
@@ -113,6 +114,20 @@ def tokenize_all(
     capacity = encoder.max_length or max(map(len, train_cols["input_ids"]), default=1)
     stats["packing"] = {"capacity": capacity, **pack_stats(
         train_cols["input_ids"], train_cols["labels"], capacity, encoder.ignore_index)}
+    return datasets, quarantine, stats
+
+
+def write_tokenized(
+    clean_dir: Path, tokenizer: PreTrainedTokenizerBase, params: TokenizeParams, out_dir: Path
+) -> tuple[dict[str, Dataset], list[dict], dict]:
+    """The tokenize stage's output: `tokenize_all`, saved atomically to `out_dir` with the
+    quarantined records in `quarantine.jsonl`; returns what `tokenize_all` returns."""
+    encoder = ChatEncoder(tokenizer, train_on=params.train_on, ignore_index=params.ignore_index,
+                          max_length=params.max_length)
+    datasets, quarantine, stats = tokenize_all(clean_dir, tokenizer, encoder)
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        save_splits(datasets, tmp)
+        write_jsonl(tmp / "quarantine.jsonl", quarantine)
     return datasets, quarantine, stats
 
 

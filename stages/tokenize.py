@@ -6,15 +6,14 @@ naming the record and the first differing token."""
 from pathlib import Path
 
 from chatsft.errors import user_errors_exit
-from chatsft.io import atomic_path, write_json, write_jsonl, write_text
+from chatsft.io import write_json, write_text
 from chatsft.modeling import load_tokenizer
 from chatsft.params import load_params
-from chatsft.template import ChatEncoder
-from chatsft.tokenize_data import audit_html, save_splits, tokenize_all
+from chatsft.tokenize_data import audit_html, write_tokenized
 
 CLEAN_DIR = Path("data/clean")
 BASE_DIR = "models/base"
-OUT_DIR = "data/tokenized"
+OUT_DIR = Path("data/tokenized")
 STATS = "metrics/tokenize.json"
 AUDIT = "metrics/mask_audit.html"
 
@@ -23,12 +22,7 @@ AUDIT = "metrics/mask_audit.html"
 def main() -> None:
     params = load_params().tokenize
     tokenizer = load_tokenizer(BASE_DIR)
-    encoder = ChatEncoder(tokenizer, train_on=params.train_on, ignore_index=params.ignore_index,
-                          max_length=params.max_length)
-    datasets, quarantine, stats = tokenize_all(CLEAN_DIR, tokenizer, encoder)
-    with atomic_path(OUT_DIR, is_dir=True) as tmp:
-        save_splits(datasets, tmp)
-        write_jsonl(tmp / "quarantine.jsonl", quarantine)
+    datasets, quarantine, stats = write_tokenized(CLEAN_DIR, tokenizer, params, OUT_DIR)
     write_json(STATS, stats)
     write_text(AUDIT, audit_html(tokenizer, datasets["train"], params.audit_samples,
                                  params.ignore_index))
