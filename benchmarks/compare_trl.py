@@ -207,7 +207,7 @@ def run_trl(args: argparse.Namespace, workdir: Path) -> None:
     base = workdir / "base"
     tokenizer = load_tokenizer(base)
     tokenizer.chat_template = CHATML_GENERATION_TEMPLATE
-    model = load_model(base)
+    model = load_model(base, attn_implementation="sdpa")  # transformers' default, as TRL users get
     start = time.perf_counter()
     dataset = Dataset.from_list(read_jsonl(workdir / "data" / "train.jsonl"))
     STATS["prep_seconds"] += time.perf_counter() - start

@@ -59,8 +59,13 @@ class _ChunkedLinearCE(torch.autograd.Function):
         )
 
 
-def chunk_rows(vocab_size: int) -> int:
-    """Positions per chunk: about 32M logits (128 MB in fp32), big matmuls, bounded memory."""
+def chunk_rows(vocab_size: int, device: torch.device | str = "cpu") -> int:
+    """Positions per chunk. GPU: about 32M logits (128 MB in fp32): big matmuls, bounded
+    memory. CPU: about 1M logits (4 MB), at least 128 rows. glibc hands allocations over 32 MB
+    straight back to the OS, so each larger chunk is fresh pages to fault in; on the
+    benchmark's 1,700 x 8,000 logits that made the loss 115 ms instead of 85 (measured)."""
+    if torch.device(device).type == "cpu":
+        return max(128, 2**20 // vocab_size)
     return max(16, 2**25 // vocab_size)
 
 
@@ -84,7 +89,7 @@ def chunked_causal_lm_loss(
     denominator = float(num_items_in_batch) if num_items_in_batch is not None else max(count, 1)
     if count == 0:
         return hidden.sum() * 0.0  # keeps the graph connected for DDP
-    chunk_size = chunk_size or chunk_rows(weight.shape[0])
+    chunk_size = chunk_size or chunk_rows(weight.shape[0], hidden.device)
     return _ChunkedLinearCE.apply(h, weight, t, chunk_size, denominator)
 
 

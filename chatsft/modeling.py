@@ -25,6 +25,8 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from chatsft.attention import NAME as VARLEN_SDPA
+from chatsft.attention import supports_varlen_sdpa
 from chatsft.errors import UserError
 from chatsft.io import atomic_path, read_jsonl, write_json
 from chatsft.params import ModelParams, ScratchModel
@@ -137,14 +139,16 @@ def load_pretrained_tokenizer(params: ModelParams) -> tuple[PreTrainedTokenizerB
     return tok, revision
 
 
-def attention_implementation(choice: str = "auto") -> str:
-    """`auto`: flash attention 2 (variable-length kernels on packed rows, from their
-    position_ids) where it can run, else PyTorch SDPA (a block-diagonal mask on packed rows)."""
+def attention_implementation(choice: str = "auto", config=None) -> str:
+    """`auto`: flash attention 2 on CUDA when flash-attn is installed; on CPU `sdpa_varlen`
+    (SDPA per packed sample, chatsft/attention.py) for models with full attention in every
+    layer; else PyTorch SDPA (a block-diagonal mask on packed rows). Each keeps packed samples
+    apart."""
     if choice != "auto":
         return choice
-    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
-        return "flash_attention_2"
-    return "sdpa"
+    if torch.cuda.is_available():
+        return "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa"
+    return VARLEN_SDPA if config is not None and supports_varlen_sdpa(config) else "sdpa"
 
 
 def load_model(base_dir: str | Path, dtype: str = "float32", device_map: str | None = None,
@@ -154,20 +158,29 @@ def load_model(base_dir: str | Path, dtype: str = "float32", device_map: str | N
     info_path = base_dir / "base.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     source = info.get("weights_from") or str(base_dir)
+    where = {"trust_remote_code": info.get("trust_remote_code", False)}
+    if info.get("weights_from"):
+        where["revision"] = info.get("revision")
     kwargs = {
         "dtype": "auto" if dtype == "auto" else getattr(torch, dtype),
         "use_safetensors": True,
-        "trust_remote_code": info.get("trust_remote_code", False),
-        "attn_implementation": attention_implementation(attn_implementation),
+        **where,
     }
-    if info.get("weights_from"):
-        kwargs["revision"] = info.get("revision")
     if device_map:
         kwargs["device_map"] = device_map
     try:
+        kwargs["attn_implementation"] = attention_implementation(
+            attn_implementation, AutoConfig.from_pretrained(_config_source(source), **where))
         return AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"{source}: cannot load the model: {err}") from None
+
+
+def _config_source(source: str) -> str:
+    """Where the model's config lives: an unmerged LoRA adapter's is its base model's."""
+    adapter = Path(source) / "adapter_config.json"
+    return json.loads(adapter.read_text())["base_model_name_or_path"] if adapter.is_file() \
+        else source
 
 
 def load_tokenizer(model_dir: str | Path) -> PreTrainedTokenizerBase:

@@ -2,8 +2,11 @@
 
 A packed row carries per-sample `position_ids` restarting at 0 and no attention mask. From
 those, transformers (masking_utils.find_packed_sequence_indices) builds a block-diagonal causal
-mask for SDPA and eager attention, and flash attention runs variable-length over the same
-boundaries: samples in a row never attend to each other (the loss equals the unpacked loss,
+mask for SDPA and eager attention. Variable-length kernels (flash attention, chatsft's
+`sdpa_varlen`) get the samples' offsets as transformers' FlashAttentionKwargs
+(`cu_seq_lens_q/k`, `max_length_q/k`): transformers' flash path infers them from position_ids
+only for a batch of one row, so without them the samples of a 4-row batch would attend to each
+other. Either way samples in a row never see each other (the loss equals the unpacked loss,
 tested). The first token of each sample gets no label, so it is never trained to follow the
 previous sample. This needs `use_cache=False` (a cache disables the detection), which the
 batches carry.
@@ -93,11 +96,14 @@ class Collator:
     """Pads a list of samples, or of packed rows (those carry position_ids), to the longest.
 
     Labels come from the rows, never from the pad id, so an end-of-turn token that is also
-    the pad token (pad == eos) keeps its label."""
+    the pad token (pad == eos) keeps its label. With `varlen_kwargs`, packed batches also
+    carry the samples' offsets for variable-length attention kernels."""
 
-    def __init__(self, pad_id: int, ignore_index: int = IGNORE) -> None:
+    def __init__(self, pad_id: int, ignore_index: int = IGNORE,
+                 varlen_kwargs: bool = False) -> None:
         self.pad_id = pad_id
         self.ignore_index = ignore_index
+        self.varlen_kwargs = varlen_kwargs
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         packed = "position_ids" in features[0]
@@ -119,6 +125,19 @@ class Collator:
         batch = {"input_ids": ids, "labels": labels, "use_cache": False}
         if packed:
             batch["position_ids"] = pos  # no attention_mask: transformers detects the packing
+            if self.varlen_kwargs:
+                batch |= varlen_offsets(pos)
         else:
             batch["attention_mask"] = mask
         return batch
+
+
+def varlen_offsets(position_ids: torch.Tensor) -> dict:
+    """FlashAttentionKwargs of packed rows: where each sample (a restart of position_ids at 0)
+    begins in the flattened batch, as transformers' prepare_fa_kwargs_from_position_ids."""
+    flat = position_ids.reshape(-1)
+    starts = (flat == 0).nonzero().view(-1)
+    cu = torch.cat([starts, torch.tensor([flat.numel()])]).to(torch.int32)
+    longest = int(cu.diff().max())
+    return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest,
+            "max_length_k": longest}

@@ -112,10 +112,10 @@ class ModelParams(_Section):
         "float32", description="Weights dtype when loading."
     )
     device_map: str | None = Field(None, description="transformers device_map, e.g. 'auto'.")
-    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
-        "auto", description="auto: flash_attention_2 on CUDA when flash-attn is installed, "
-        "else sdpa; packed rows stay isolated with each."
-    )
+    attn_implementation: Literal["auto", "sdpa_varlen", "sdpa", "eager", "flash_attention_2"] = (
+        Field("auto", description="auto: flash_attention_2 on CUDA when flash-attn is installed, "
+              "sdpa_varlen (SDPA per packed sample) on CPU, else sdpa; packed samples never "
+              "attend to each other with any of them."))
     scratch: ScratchModel = Field(default_factory=ScratchModel, description="Scratch sizes.")
 
 

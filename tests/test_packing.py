@@ -7,7 +7,15 @@ import random
 import pytest
 import torch
 
-from chatsft.packing import IGNORE, Collator, first_fit_decreasing, pack_rows, pack_stats
+import chatsft.attention  # noqa: F401  (registers sdpa_varlen)
+from chatsft.packing import (
+    IGNORE,
+    Collator,
+    first_fit_decreasing,
+    pack_rows,
+    pack_stats,
+    varlen_offsets,
+)
 from chatsft.template import ChatEncoder
 
 
@@ -69,6 +77,20 @@ def test_collator_pads_or_packs_and_keeps_labels_equal_to_the_pad_id():
     assert batch["labels"].tolist() == [[IGNORE, 0, IGNORE, 5], [IGNORE] * 4]
 
 
+def test_varlen_offsets_are_transformers_flash_kwargs():
+    from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
+
+    rows = pack_rows([[3, 0, 9], [4, 5], [6], [8, 8, 8, 8]], [[-1, 0, 9], [-1, 5], [6], [8] * 4],
+                     5, ignore_index=-1)
+    batch = Collator(0, ignore_index=-1, varlen_kwargs=True)(rows)
+    (cu_q, cu_k), (max_q, max_k) = prepare_fa_kwargs_from_position_ids(batch["position_ids"])
+    assert batch["cu_seq_lens_q"].tolist() == cu_q.tolist() == [0, 1, 5, 8, 10]
+    assert batch["cu_seq_lens_q"].dtype == torch.int32 and batch["cu_seq_lens_k"] is \
+        batch["cu_seq_lens_q"]
+    assert batch["max_length_q"] == batch["max_length_k"] == int(max_q) == 4
+    assert varlen_offsets(torch.tensor([[0, 1, 2]]))["cu_seq_lens_q"].tolist() == [0, 3]
+
+
 @pytest.fixture(scope="module")
 def samples(demo_records, chatml_tokenizer):
     enc = ChatEncoder(chatml_tokenizer)
@@ -76,8 +98,11 @@ def samples(demo_records, chatml_tokenizer):
     return [e.input_ids for e in out], [e.labels for e in out]
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_packed_loss_equals_unpacked_loss(tiny_model, chatml_tokenizer, samples, attn):
+@pytest.mark.parametrize(("attn", "offsets"), [
+    ("sdpa", False), ("eager", False), ("sdpa_varlen", False), ("sdpa_varlen", True)])
+def test_packed_loss_equals_unpacked_loss(tiny_model, chatml_tokenizer, samples, attn, offsets):
+    """offsets: the batch carries cu_seq_lens (FlashAttentionKwargs); else sdpa_varlen finds
+    the samples from position_ids, like transformers' mask for sdpa and eager."""
     model = tiny_model.eval()
     model.set_attn_implementation(attn)
     torch.manual_seed(0)
@@ -92,7 +117,8 @@ def test_packed_loss_equals_unpacked_loss(tiny_model, chatml_tokenizer, samples,
                                         for r in rows)
     unpacked = collate([{"input_ids": i, "labels": lab} for i, lab in zip(ids, labels,
                                                                           strict=True)])
-    packed = collate(rows)
+    packed = Collator(chatml_tokenizer.pad_token_id, varlen_kwargs=offsets)(rows)
+    assert ("cu_seq_lens_q" in packed) == offsets
     with torch.no_grad():
         ref = model(**unpacked)
         out = model(**packed)

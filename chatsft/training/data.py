@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from datasets import Dataset, DatasetDict, load_from_disk
 
+from chatsft.attention import VARLEN_KERNELS
 from chatsft.errors import UserError
 from chatsft.packing import IGNORE, Collator, pack_rows
 from chatsft.params import TokenizeParams, TrainParams
@@ -81,3 +82,8 @@ class BatchCollator(Collator):
         batch = super().__call__(features)
         batch["num_real_tokens"] = torch.tensor(sum(len(f["input_ids"]) for f in features))
         return batch
+
+
+def collator_for(model, pad_id: int) -> BatchCollator:
+    """The batch collator, with sample offsets when the model's attention kernel reads them."""
+    return BatchCollator(pad_id, varlen_kwargs=model.config._attn_implementation in VARLEN_KERNELS)

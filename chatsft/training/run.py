@@ -27,7 +27,7 @@ from chatsft.training.callbacks import (
     NoFinalCheckpoint,
     truncate_live_history,
 )
-from chatsft.training.data import BatchCollator, row_stats, rows_fingerprint, split_rows
+from chatsft.training.data import collator_for, row_stats, rows_fingerprint, split_rows
 from chatsft.training.lora import ADAPTER_DIR, merge_adapter, prepare_model
 from chatsft.training.trainer import SFTTrainer
 
@@ -81,7 +81,7 @@ def run_training(
             callbacks.append(LiveCallback(live))
         trainer = SFTTrainer(
             model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows or None,
-            data_collator=BatchCollator(tokenizer.pad_token_id), callbacks=callbacks,
+            data_collator=collator_for(model, tokenizer.pad_token_id), callbacks=callbacks,
             chunked_loss=use_chunked_loss(train_p.loss, train_p.distributed),
         )
         trainer.remove_callback(ProgressCallback)

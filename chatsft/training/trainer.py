@@ -145,7 +145,7 @@ def _row_losses(trainer: SFTTrainer, out, labels: torch.Tensor):
         weight = trainer._base_model().get_output_embeddings().weight
         hidden = out.hidden_states[-1][:, :-1][keep].to(weight.dtype)
         rows, kept_targets = keep.nonzero()[:, 0], targets[keep]
-        step = chunk_rows(weight.shape[0])  # the training loss's bound on logits memory
+        step = chunk_rows(weight.shape[0], weight.device)  # the training loss's memory bound
         for start in range(0, len(rows), step):
             logits = (hidden[start:start + step] @ weight.T).float()
             loss = F.cross_entropy(logits, kept_targets[start:start + step], reduction="none")

@@ -9,7 +9,7 @@ from transformers import TrainerCallback
 
 from chatsft.params import Params
 from chatsft.training.args import training_arguments
-from chatsft.training.data import BatchCollator
+from chatsft.training.data import collator_for
 from chatsft.training.trainer import SFTTrainer
 
 # Small and fast, but a real run: evaluation, checkpoints, logging on every step.
@@ -56,7 +56,7 @@ def one_step_trainer(model, rows, out: Path, pad_id: int, chunked: bool, eval_ro
     args = training_arguments(params.train, out, precision, has_eval=bool(eval_rows))
     capture = GradCapture()
     trainer = RecordingTrainer(model=model, args=args, train_dataset=rows,
-                               eval_dataset=eval_rows, data_collator=BatchCollator(pad_id),
+                               eval_dataset=eval_rows, data_collator=collator_for(model, pad_id),
                                callbacks=[capture], chunked_loss=chunked)
     return trainer, capture
 
