@@ -169,8 +169,10 @@ def load_model(base_dir: str | Path, dtype: str = "float32", device_map: str | N
     if device_map:
         kwargs["device_map"] = device_map
     try:
-        kwargs["attn_implementation"] = attention_implementation(
-            attn_implementation, AutoConfig.from_pretrained(_config_source(source), **where))
+        # Only `auto` looks at the architecture (sliding windows rule out sdpa_varlen).
+        config = AutoConfig.from_pretrained(_config_source(source), **where) if (
+            attn_implementation == "auto") else None
+        kwargs["attn_implementation"] = attention_implementation(attn_implementation, config)
         return AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"{source}: cannot load the model: {err}") from None

@@ -108,7 +108,7 @@ def test_auto_picks_varlen_sdpa_on_cpu_for_full_attention_models(tiny_model):
     assert tiny_model.config._attn_implementation == NAME  # load_model's auto
 
 
-def test_unknown_sample_bounds_are_an_error_not_a_leak():
+def test_unknown_sample_bounds_are_an_error_not_a_leak(monkeypatch):
     q = torch.randn(2, 4, 6, 8)
     kv = torch.randn(2, 2, 6, 8)
     module = torch.nn.Module()
@@ -119,12 +119,9 @@ def test_unknown_sample_bounds_are_an_error_not_a_leak():
         varlen_sdpa_attention(module, q, kv, kv, None, cu_seq_lens_q=crossing)
     ref = torch.nn.functional.scaled_dot_product_attention(q, kv, kv, is_causal=True,
                                                            enable_gqa=True)
+    module.num_key_value_groups = 2
     for shortest in (0, 10**6):  # per sample, then one masked call
-        attention.MIN_MEAN_SAMPLE, saved = shortest, attention.MIN_MEAN_SAMPLE
-        module.num_key_value_groups = 2
-        try:
-            out, _ = varlen_sdpa_attention(module, q, kv, kv, None,
-                                           position_ids=torch.arange(6)[None])
-        finally:
-            attention.MIN_MEAN_SAMPLE = saved
+        monkeypatch.setattr(attention, "MIN_MEAN_SAMPLE", shortest)
+        out, _ = varlen_sdpa_attention(module, q, kv, kv, None,
+                                       position_ids=torch.arange(6)[None])
         torch.testing.assert_close(out, ref.transpose(1, 2), atol=1e-6, rtol=0)
