@@ -18,10 +18,13 @@ on assistant replies (with their end-of-turn token) only. Data preparation is, f
 `tokenize_all` (read, encode, to Arrow) and `split_rows` (packing); for TRL, reading the JSONL,
 `Dataset.from_list` and `SFTTrainer._prepare_dataset` (chat template with assistant masks,
 labels, packing), with a ChatML template carrying `{% generation %}` markers that renders
-exactly like chatsft's (checked at setup). Both trainers get the same instrumentation: the
-collator is wrapped to count the real and supervised tokens of the batches trained on, and
-`train()` is timed. Peak memory is the worker's peak RSS; the final model's loss per
-supervised token is measured on the held-out conversations, the same way for both.
+exactly like chatsft's (checked at setup). The workers and their common instrumentation are in
+compare_trl_workers.py.
+
+Final loss, two ways (`paired_losses`): in every repeat chatsft is also trained on TRL's
+packed rows with the repeat's seed, which isolates the trainers (same batches, same order);
+and the per-seed held-out differences of each side on its own packing show whether the
+packings lean either way.
 """
 
 from __future__ import annotations
@@ -29,14 +32,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections import deque
 from pathlib import Path
+
+from compare_trl_workers import LAST_LOSSES, worker
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "real"
@@ -44,7 +47,6 @@ DEFAULT_DATA = [REAL / "alpaca_zh_demo.json", REAL / "alpaca_en_demo.json"]
 VOCAB = 8000
 SCRATCH = dict(vocab_size=VOCAB, hidden_size=256, num_hidden_layers=4, num_attention_heads=8,
                num_key_value_heads=2, intermediate_size=768)
-LAST_LOSSES = 10
 HOLD_OUT = 15  # every 15th conversation is held out: the final models' loss is measured on it
 METRICS = {  # key: table label
     "prep_seconds": "data preparation (s)", "real_tokens_per_second": "real tokens/s",
@@ -100,201 +102,17 @@ def setup(sources: list[Path], workdir: Path, max_length: int) -> dict:
             "parameters": sum(p.numel() for p in model.parameters())}
 
 
-# -- workers (one subprocess each) ------------------------------------------------------------
-
-STATS: dict = {"prep_seconds": 0.0, "real": 0, "supervised": 0, "marks": []}
-COLLATED: deque[tuple[int, int]] = deque()  # per batch, in order: (real, supervised) tokens
-
-
-class CountingCollator:
-    """Wraps a trainer's collator: notes the real (non-padding) tokens of the rows it gets and
-    the supervised targets (labels != -100) of the batch it returns. `training_step` takes
-    them in order: the data loader collates one batch ahead, which is never trained on."""
-
-    def __init__(self, inner) -> None:
-        self.inner = inner
-
-    def __call__(self, features: list[dict]) -> dict:
-        batch = self.inner(features)
-        COLLATED.append((sum(len(f["input_ids"]) for f in features),
-                         int((batch["labels"] != -100).sum())))
-        return batch
-
-
-def instrumented(trainer_cls: type) -> type:
-    class Instrumented(trainer_cls):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            self.data_collator = CountingCollator(self.data_collator)
-
-        def training_step(self, *args, **kwargs):
-            real, supervised = COLLATED.popleft()
-            STATS["marks"].append((time.perf_counter(), STATS["real"]))
-            STATS["real"] += real
-            STATS["supervised"] += supervised
-            return super().training_step(*args, **kwargs)
-
-        def _prepare_dataset(self, *args, **kwargs):  # TRL only
-            start = time.perf_counter()
-            out = super()._prepare_dataset(*args, **kwargs)
-            STATS["prep_seconds"] += time.perf_counter() - start
-            return out
-
-        def train(self, *args, **kwargs):
-            start = time.perf_counter()
-            out = super().train(*args, **kwargs)
-            STATS["train_seconds"] = time.perf_counter() - start
-            STATS["losses"] = [h["loss"] for h in self.state.log_history if "loss" in h]
-            STATS["steps"] = self.state.global_step
-            STATS["model"] = self.model
-            return out
-
-    return Instrumented
-
-
-def run_chatsft(args: argparse.Namespace, workdir: Path) -> None:
-    from datasets import DatasetDict
-
-    from chatsft.modeling import load_tokenizer
-    from chatsft.params import Params, TokenizeParams, TrainParams
-    from chatsft.template import ChatEncoder
-    from chatsft.tokenize_data import tokenize_all
-    from chatsft.training import run
-
-    def timed_split_rows(*a, **k):
-        start = time.perf_counter()
-        train, evals = split_rows(*a, **k)
-        STATS["prep_seconds"] += time.perf_counter() - start
-        STATS["rows_list"] = train
-        return train, evals
-
-    split_rows = run.split_rows
-    run.split_rows = timed_split_rows
-    run.SFTTrainer = instrumented(run.SFTTrainer)
-    base = workdir / "base"
-    tokenizer = load_tokenizer(base)
-    start = time.perf_counter()
-    encoder = ChatEncoder(tokenizer, max_length=args.max_length)
-    datasets, _, _ = tokenize_all(workdir / "data", tokenizer, encoder)
-    STATS["prep_seconds"] += time.perf_counter() - start
-    params = Params(
-        tokenize=TokenizeParams(max_length=args.max_length),
-        train=TrainParams(max_steps=args.steps, per_device_batch_size=args.batch_size,
-                          learning_rate=args.learning_rate, packing="pack", loss="auto",
-                          logging_steps=1, eval_steps=10**9, select_best=False,
-                          early_stopping_patience=0, torch_threads=args.threads,
-                          precision=args.precision, seed=args.seed),
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        summary = run.run_training(params, base, DatasetDict(datasets), tokenizer,
-                                   Path(tmp) / "model", Path(tmp) / "checkpoints")
-    rows = STATS.pop("rows_list")
-    STATS["epoch"] = (len(rows), sum(len(r["input_ids"]) for r in rows),
-                      sum(sum(v != -100 for v in r["labels"]) for r in rows))
-    STATS["claimed"] = {k: summary[k] for k in ("real_tokens", "supervised_tokens",
-                                                "tokens_per_second", "final_loss")}
-
-
-def run_trl(args: argparse.Namespace, workdir: Path) -> None:
-    import torch
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
-
-    from chatsft.io import read_jsonl
-    from chatsft.modeling import CHATML_GENERATION_TEMPLATE, load_model, load_tokenizer
-
-    torch.set_num_threads(args.threads)
-    base = workdir / "base"
-    tokenizer = load_tokenizer(base)
-    tokenizer.chat_template = CHATML_GENERATION_TEMPLATE
-    model = load_model(base, attn_implementation="sdpa")  # transformers' default, as TRL users get
-    start = time.perf_counter()
-    dataset = Dataset.from_list(read_jsonl(workdir / "data" / "train.jsonl"))
-    STATS["prep_seconds"] += time.perf_counter() - start
-    with tempfile.TemporaryDirectory() as tmp:
-        config = SFTConfig(
-            output_dir=tmp, max_length=args.max_length, packing=True, assistant_only_loss=True,
-            per_device_train_batch_size=args.batch_size, learning_rate=args.learning_rate,
-            max_steps=args.steps, lr_scheduler_type="cosine", warmup_steps=0.05,
-            weight_decay=0.01, max_grad_norm=1.0, logging_steps=1, save_strategy="no",
-            eval_strategy="no", report_to="none", use_cpu=True, dataloader_num_workers=0,
-            seed=args.seed, data_seed=args.seed, disable_tqdm=True,
-            # chatsft's settings (no recomputation, --precision) unless --trl-defaults (bf16
-            # autocast and gradient checkpointing, SFTConfig's own defaults)
-            **({} if args.trl_defaults else {"bf16": args.precision == "bf16",
-                                             "gradient_checkpointing": False}),
-        )
-        trainer = instrumented(SFTTrainer)(model=model, args=config, processing_class=tokenizer,
-                                           train_dataset=dataset)
-        packed = trainer.train_dataset
-        STATS["epoch"] = (len(packed), sum(map(len, packed["input_ids"])),
-                          sum(sum(v != -100 for v in lab) for lab in packed["labels"]))
-        trainer.train()
-
-
-def heldout_loss(model, workdir: Path, max_length: int) -> float:
-    """Loss per supervised token of the trained model on the held-out conversations, one at a
-    time, encoded by chatsft (TRL's labels are the same: checked by the per-epoch counts)."""
-    import torch
-    import torch.nn.functional as F
-
-    from chatsft.io import read_jsonl
-    from chatsft.modeling import load_tokenizer
-    from chatsft.template import ChatEncoder
-
-    encoder = ChatEncoder(load_tokenizer(workdir / "base"), max_length=max_length)
-    total, count = 0.0, 0
-    model.eval()
-    with torch.no_grad():
-        for (sample,) in encoder.encode_records(read_jsonl(workdir / "data" / "heldout.jsonl")):
-            logits = model(input_ids=torch.tensor([sample.input_ids])).logits[0, :-1]
-            targets = torch.tensor(sample.labels[1:])
-            total += float(F.cross_entropy(logits.float(), targets, reduction="sum"))
-            count += int((targets != -100).sum())
-    return total / count
-
-
-def worker(args: argparse.Namespace) -> None:
-    workdir = Path(args.workdir)
-    (run_chatsft if args.worker == "chatsft" else run_trl)(args, workdir)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the eval
-    seconds = STATS["train_seconds"]
-    rows, epoch_tokens, epoch_supervised = STATS.pop("epoch")
-    # Steady state: from the start of step 3 to the start of the last step (no first-step
-    # setup, no end-of-training work such as chatsft's final checkpoint).
-    (t0, r0), (t1, r1) = STATS["marks"][min(2, len(STATS["marks"]) - 2)], STATS["marks"][-1]
-    result = {
-        "framework": args.worker,
-        "prep_seconds": round(STATS["prep_seconds"], 3),
-        "train_seconds": round(seconds, 2),
-        "steps": STATS["steps"],
-        "real_tokens": STATS["real"],
-        "supervised_tokens": STATS["supervised"],
-        "real_tokens_per_second": round(STATS["real"] / seconds, 1),
-        "supervised_tokens_per_second": round(STATS["supervised"] / seconds, 1),
-        "steady_tokens_per_second": round((r1 - r0) / max(t1 - t0, 1e-9), 1),
-        "peak_rss_mb": round(peak_mb, 1),
-        "heldout_loss": round(heldout_loss(STATS["model"], workdir, args.max_length), 4),
-        "final_loss": round(statistics.mean(STATS["losses"][-LAST_LOSSES:]), 4),
-        "rows": rows, "epoch_tokens": epoch_tokens, "epoch_supervised_tokens": epoch_supervised,
-        "losses": STATS["losses"],
-        "step_starts": [round(t - STATS["marks"][0][0], 3) for t, _ in STATS["marks"]],
-    }
-    if "claimed" in STATS:
-        result["chatsft_summary"] = STATS["claimed"]
-    Path(args.result).write_text(json.dumps(result))
-
-
 # -- parent ------------------------------------------------------------------------------------
 
-def launch(name: str, args: argparse.Namespace, workdir: Path, repeat: int) -> dict:
-    result, log = workdir / f"{name}-{repeat}.json", workdir / f"{name}-{repeat}.log"
+def launch(name: str, args: argparse.Namespace, workdir: Path, repeat: int,
+           extra: tuple[str, ...] = (), tag: str = "") -> dict:
+    result, log = (workdir / f"{name}{tag}-{repeat}.{ext}" for ext in ("json", "log"))
     cmd = [sys.executable, __file__, "--worker", name, "--workdir", str(workdir), "--result",
            str(result), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
            "--learning-rate", str(args.learning_rate), "--max-length", str(args.max_length),
            "--threads", str(args.threads), "--precision", args.precision,
            "--seed", str(args.seed + repeat)]
-    cmd += ["--trl-defaults"] if args.trl_defaults else []
+    cmd += (["--trl-defaults"] if args.trl_defaults else []) + list(extra)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1", "PYTHONPATH": str(ROOT)}
     load = os.getloadavg()[0]
@@ -306,7 +124,7 @@ def launch(name: str, args: argparse.Namespace, workdir: Path, repeat: int) -> d
     return json.loads(result.read_text()) | {"load_average_before": load}
 
 
-def ratio_checks(runs: dict[str, list[dict]]) -> dict:
+def ratio_checks(runs: dict[str, list[dict]], same_rows: list[dict]) -> dict:
     """Median of the paired per-repeat ratios (robust to load changing between repeats)."""
     def paired(key: str, num: str, den: str) -> float:
         return round(statistics.median(a[key] / b[key] for a, b in zip(
@@ -321,13 +139,49 @@ def ratio_checks(runs: dict[str, list[dict]]) -> dict:
         "heldout_loss": paired("heldout_loss", "chatsft", "trl"),
         "final_loss": paired("final_loss", "chatsft", "trl"),
     }
+    loss = {"same_rows": paired_losses(same_rows, runs["trl"]),
+            "own_packing": paired_losses(runs["chatsft"], runs["trl"])}
     out["targets_met"] = {
         "real_tokens_per_second >= 2.5x": out["real_tokens_per_second"] >= 2.5,
         "peak_memory <= TRL": out["peak_rss_mb"] <= 1.0,
         "data_prep >= 2x faster": out["prep_seconds"] >= 2.0,
-        "held-out loss <= TRL": out["heldout_loss"] <= 1.0,
+        "held-out loss, same rows: not worse beyond 2 standard errors":
+            loss["same_rows"]["not_worse"],
+        "held-out loss, own packing: not worse beyond 2 standard errors":
+            loss["own_packing"]["not_worse"],
     }
-    return {"medians": med, "ratios": out}
+    return {"medians": med, "ratios": out, "loss": loss}
+
+
+def paired_losses(ours: list[dict], trl: list[dict]) -> dict:
+    """Per-seed held-out loss differences, chatsft/TRL - 1, and whether they lean worse.
+
+    Same rows (`ours` trained on TRL's packed rows, same seed): the same batches in the same
+    order, so the steps compute the same thing up to float rounding; the step at which the
+    train losses first differ by over 1e-4 shows where rounding, amplified by training at
+    this learning rate (loss spikes especially), takes over. After that the runs are two
+    draws of the same process. Own packing: each side's rows (first-fit over the whole set
+    here; best-fit per 1,000-conversation `map` batch in TRL) give different batches.
+    Either way one seed says little; "not worse" means the mean difference is at most two
+    standard errors above zero (None with fewer than two seeds).
+    """
+    diffs = [a["heldout_loss"] / b["heldout_loss"] - 1 for a, b in zip(ours, trl, strict=True)]
+    drift = []
+    for a, b in zip(ours, trl, strict=True):
+        steps = [x / y - 1 for x, y in zip(a["losses"], b["losses"], strict=True)]
+        drift.append(next((i + 1 for i, d in enumerate(steps) if abs(d) > 1e-4), None))
+    mean = statistics.mean(diffs)
+    error = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else None
+    return {
+        "differences": [round(d, 5) for d in diffs],
+        "mean_difference": round(mean, 5),
+        "standard_error": None if error is None else round(error, 5),
+        "seeds_chatsft_lower": sum(d <= 0 for d in diffs),
+        "first_step_over_1e-4": drift,
+        "heldout_stdev_over_seeds": [round(statistics.stdev(r["heldout_loss"] for r in side), 4)
+                                     if len(side) > 1 else None for side in (ours, trl)],
+        "not_worse": None if error is None else mean <= 2 * error,
+    }
 
 
 def fmt(value: float) -> str:
@@ -345,8 +199,14 @@ def print_table(runs: dict[str, list[dict]], checks: dict) -> None:
         print(f"| {label} | {fmt(med['chatsft'][key])} | {fmt(med['trl'][key])} | {r} | {each} |")
     print("\nratios (medians of the per-repeat ratios): tokens/s chatsft/TRL, prep TRL/chatsft, "
           "memory and losses chatsft/TRL")
+    for name, label in (("same_rows", "chatsft on TRL's rows"), ("own_packing", "own packing")):
+        c = checks["loss"][name]
+        print(f"held-out loss, {label}: chatsft/TRL - 1 per seed {c['differences']}, mean "
+              f"{c['mean_difference']:+.4f} (standard error {c['standard_error']}); train losses "
+              f"first differ by over 1e-4 at steps {c['first_step_over_1e-4']}")
     for target, ok in ratios["targets_met"].items():
-        print(f"  {target}: {'met' if ok else 'NOT met'}")
+        verdict = "n/a (needs --repeats 2 or more)" if ok is None else "met" if ok else "NOT met"
+        print(f"  {target}: {verdict}")
 
 
 def main() -> None:
@@ -369,6 +229,8 @@ def main() -> None:
     parser.add_argument("--worker", choices=["chatsft", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
+    parser.add_argument("--rows", help=argparse.SUPPRESS)  # chatsft: train on these rows
+    parser.add_argument("--dump-rows", help=argparse.SUPPRESS)  # TRL: write its packed rows
     args = parser.parse_args()
     if args.worker:
         return worker(args)
@@ -378,16 +240,23 @@ def main() -> None:
         info = setup(args.data or DEFAULT_DATA, workdir, args.max_length)
         print(f"setup: {info}", flush=True)
         runs: dict[str, list[dict]] = {"chatsft": [], "trl": []}
+        trl_rows, same_rows = workdir / "trl_rows.json", []
         for repeat in range(args.repeats):
             order = ["chatsft", "trl"] if repeat % 2 == 0 else ["trl", "chatsft"]
             for name in order:
-                res = launch(name, args, workdir, repeat)
+                extra = ("--dump-rows", str(trl_rows)) if name == "trl" and not repeat else ()
+                res = launch(name, args, workdir, repeat, extra)
                 runs[name].append(res)
                 print(f"repeat {repeat} {name}: prep {res['prep_seconds']} s, "
                       f"{res['real_tokens_per_second']:,.0f} real tokens/s, "
                       f"peak {res['peak_rss_mb']:,.0f} MB, loss {res['final_loss']} "
                       f"(load average before: {res['load_average_before']:.2f})", flush=True)
-    checks = ratio_checks(runs)
+            # TRL's packing has no seed: its rows of repeat 0 are its rows of every repeat
+            res = launch("chatsft", args, workdir, repeat, ("--rows", str(trl_rows)), "-trl-rows")
+            same_rows.append(res)
+            print(f"repeat {repeat} chatsft on TRL's rows: held-out {res['heldout_loss']:.5f} "
+                  f"(TRL {runs['trl'][-1]['heldout_loss']:.5f})", flush=True)
+    checks = ratio_checks(runs, same_rows)
     print_table(runs, checks)
     import torch
     import transformers
@@ -400,7 +269,7 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "load_average_before": load_before,
                     "load_average_after": os.getloadavg(), "torch": torch.__version__,
                     "transformers": transformers.__version__, "trl": trl.__version__},
-        "setup": info, **checks, "runs": runs,
+        "setup": info, **checks, "runs": runs, "same_rows_runs": same_rows,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
