@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
 
 IGNORE = -100  # what transformers' causal-LM loss ignores
 
@@ -134,10 +135,8 @@ class Collator:
 
 def varlen_offsets(position_ids: torch.Tensor) -> dict:
     """FlashAttentionKwargs of packed rows: where each sample (a restart of position_ids at 0)
-    begins in the flattened batch, as transformers' prepare_fa_kwargs_from_position_ids."""
-    flat = position_ids.reshape(-1)
-    starts = (flat == 0).nonzero().view(-1)
-    cu = torch.cat([starts, torch.tensor([flat.numel()])]).to(torch.int32)
-    longest = int(cu.diff().max())
-    return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest,
-            "max_length_k": longest}
+    begins in the flattened batch, from transformers' own helper; the longest sample as an int,
+    which the flash-attn kernels take."""
+    (cu, _), (longest, _) = prepare_fa_kwargs_from_position_ids(position_ids)
+    return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": int(longest),
+            "max_length_k": int(longest)}
