@@ -130,7 +130,8 @@ class ChatSession:
             raise result["error"]
         reply = decode_reply(self.tok, result["ids"], set(self.stops))
         self.history += [{"role": "user", "content": text},
-                         {"role": "assistant", "content": reply.text}]
+                         {"role": "assistant", "content": reply.text,
+                          "reasoning_content": reply.reasoning}]
         return reply
 
 

@@ -1,9 +1,11 @@
 """Generation through exactly the training template and its end-of-turn token.
 
 Prompts are encoded with `ChatEncoder.encode_prompt`, the encoding the training masks were
-checked against. Generation stops at the template's end-of-turn token (found by encoding a
-one-exchange conversation, not from a list of names) as well as at eos: a base model's eos is
-often `<|endoftext|>` while its chat turns end with `<|im_end|>`.
+checked against. Generation stops at the template's end-of-turn token
+(`ChatEncoder.end_of_turn_ids`: found by encoding a one-exchange conversation, not from a list
+of names) as well as at eos: a base model's eos is often `<|endoftext|>` while its chat turns
+end with `<|im_end|>`. A reply's think block (`<think>...</think>`) is reported apart from its
+answer (`Reply.reasoning`).
 
 Batches are left-padded with an attention mask; transformers derives the position ids from
 that mask (cumsum - 1), so a padded prompt sees the same positions as alone, and greedy outputs
@@ -20,6 +22,7 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 from chatsft.errors import UserError
 from chatsft.modeling import load_model
 from chatsft.params import GenerationParams
+from chatsft.reasoning import split_think
 from chatsft.template import ChatEncoder
 
 
@@ -31,6 +34,7 @@ class Reply(NamedTuple):
     text: str
     generated_tokens: int  # including the stop token, when one was generated
     ids: list[int]  # the reply's tokens, before the stop token
+    reasoning: str | None = None  # the reply's think block, when it has one
 
 
 def load_for_inference(model_dir: str, dtype: str = "float32", device_map: str | None = None,
@@ -42,17 +46,9 @@ def load_for_inference(model_dir: str, dtype: str = "float32", device_map: str |
     return model.eval()
 
 
-def end_of_turn_ids(encoder: ChatEncoder) -> set[int]:
-    """Control tokens the template puts after an assistant message's text."""
-    enc = encoder.encode([{"role": "user", "content": "hi"},
-                          {"role": "assistant", "content": "hello"}])
-    return {t for t, lab in zip(enc.input_ids, enc.labels, strict=True)
-            if lab != encoder.ignore_index and t in encoder.control_ids}
-
-
 def stop_token_ids(model: PreTrainedModel, encoder: ChatEncoder) -> list[int]:
     """The end-of-turn token(s), the model's eos and the tokenizer's eos."""
-    ids = end_of_turn_ids(encoder)
+    ids = encoder.end_of_turn_ids()
     eos = model.generation_config.eos_token_id
     ids.update(eos if isinstance(eos, list) else [] if eos is None else [eos])
     if encoder.tok.eos_token_id is not None:
@@ -105,11 +101,12 @@ def fit_prompt(
 
 
 def decode_reply(tokenizer: PreTrainedTokenizerBase, tokens: list[int], stops: set[int]) -> Reply:
-    """The text before the first stop token, and how many tokens were generated."""
+    """The answer before the first stop token (its think block apart), and how many tokens
+    were generated."""
     cut = next((k for k, t in enumerate(tokens) if t in stops), None)
     reply = tokens if cut is None else tokens[:cut]
-    return Reply(tokenizer.decode(reply, skip_special_tokens=True).strip(),
-                 len(tokens) if cut is None else cut + 1, reply)
+    reasoning, answer = split_think(tokenizer.decode(reply, skip_special_tokens=True))
+    return Reply(answer.strip(), len(tokens) if cut is None else cut + 1, reply, reasoning)
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,6 +3,12 @@
 `models/base/` always holds a tokenizer with a chat template and a `base.json` saying where
 the weights come from; scratch weights are saved there, hub weights are loaded by pinned
 revision rather than copied (a 72B checkpoint should not be duplicated into the pipeline).
+
+`model.chat_template` gives a base checkpoint (no template of its own) one: a built-in
+(`chatsft.builtin_templates`) or a `.jinja` file. Control tokens the template writes and the
+tokenizer lacks (ChatML's `<|im_start|>` on Llama) are added as special tokens; `base.json`
+records their ids, and `load_model` grows the embeddings to fit them, each new row (input and
+output) the mean of the existing token rows: a neutral start that trains like the others.
 """
 
 from __future__ import annotations
@@ -13,7 +19,16 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import (
+    AddedToken,
+    Regex,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    trainers,
+)
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -25,11 +40,13 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from chatsft import builtin_templates
 from chatsft.attention import NAME as VARLEN_SDPA
 from chatsft.attention import supports_varlen_sdpa
 from chatsft.errors import UserError
 from chatsft.io import atomic_path, read_jsonl, write_json
 from chatsft.params import ModelParams, ScratchModel
+from chatsft.template import ChatEncoder
 
 CHATML_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 # Qwen2.5's ChatML layout, without its default system prompt and tool blocks.
@@ -119,6 +136,55 @@ def build_scratch_model(
     return model
 
 
+BUILTIN_TEMPLATES = {"chatml": CHATML_TEMPLATE, "llama3": builtin_templates.LLAMA31_TEMPLATE,
+                     "qwen2.5": builtin_templates.QWEN25_TEMPLATE}
+
+
+def chat_template_source(choice: str, tokenizer: PreTrainedTokenizerBase, where: str) -> str:
+    """The template `model.chat_template` names: the tokenizer's own (auto), a built-in, or
+    the text of a .jinja file."""
+    if choice == "auto":
+        if not tokenizer.chat_template:
+            raise ModelLoadError(
+                f"{where}: the tokenizer has no chat template (a base checkpoint?); set "
+                f"model.chat_template to one of {', '.join(BUILTIN_TEMPLATES)} or a .jinja file")
+        return tokenizer.get_chat_template()
+    if choice in BUILTIN_TEMPLATES:
+        return BUILTIN_TEMPLATES[choice]
+    path = Path(choice)
+    if path.suffix != ".jinja" or not path.is_file():
+        raise ModelLoadError(f"model.chat_template={choice!r}: not auto, a built-in "
+                             f"({', '.join(BUILTIN_TEMPLATES)}) or an existing .jinja file")
+    return path.read_text(encoding="utf-8")
+
+
+def apply_chat_template_choice(tokenizer: PreTrainedTokenizerBase, choice: str, where: str
+                               ) -> list[int]:
+    """Set the chosen template on the tokenizer and add the control tokens it writes that
+    the tokenizer lacks; returns the new tokens' ids."""
+    source = chat_template_source(choice, tokenizer, where)
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in builtin_templates.template_specials(source) if t not in vocab]
+    if missing:
+        tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in missing],
+                             special_tokens=True)
+    tokenizer.chat_template = source
+    return tokenizer.convert_tokens_to_ids(missing)
+
+
+def grow_embeddings(model, new_ids: list[int], old_vocab: int) -> None:
+    """Make room for the token ids the chat template added (`apply_chat_template_choice`),
+    each new input and output row the mean of the first `old_vocab` rows."""
+    need = max(new_ids) + 1
+    if model.get_input_embeddings().weight.shape[0] < need:
+        model.resize_token_embeddings(need, mean_resizing=False)
+    with torch.no_grad():
+        for layer in {id(m): m for m in (model.get_input_embeddings(),
+                                         model.get_output_embeddings()) if m is not None}.values():
+            layer.weight[new_ids] = layer.weight[:old_vocab].float().mean(0).to(
+                layer.weight.dtype)
+
+
 def load_pretrained_tokenizer(params: ModelParams) -> tuple[PreTrainedTokenizerBase, str]:
     """Tokenizer of a hub id or local directory, and the resolved revision (commit)."""
     try:
@@ -127,16 +193,26 @@ def load_pretrained_tokenizer(params: ModelParams) -> tuple[PreTrainedTokenizerB
         config = AutoConfig.from_pretrained(params.name_or_path, **where)
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"model.name_or_path={params.name_or_path!r}: {err}") from None
-    if not tok.chat_template:
-        raise ModelLoadError(
-            f"{params.name_or_path}: the tokenizer has no chat template; use an instruct or "
-            "chat model, or a tokenizer that carries one"
-        )
     if tok.pad_token is None:
         # Our labels come from template spans, never from pad positions, so pad == eos is safe.
         tok.pad_token = tok.eos_token
     revision = getattr(config, "_commit_hash", None) or params.revision
     return tok, revision
+
+
+def add_chat_eos(model_dir: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Add the template's end-of-turn tokens to the saved generation config's eos, so plain
+    transformers `generate` stops where a reply ends (a base model's eos is end-of-text)."""
+    path = Path(model_dir) / "generation_config.json"
+    if not path.is_file():
+        return  # an adapter-only output: the base model's config applies
+    config = GenerationConfig.from_pretrained(model_dir)
+    eos = config.eos_token_id
+    current = eos if isinstance(eos, list) else [] if eos is None else [eos]
+    ends = sorted(ChatEncoder(tokenizer).end_of_turn_ids().difference(current))
+    if ends:
+        config.eos_token_id = current + ends
+        config.save_pretrained(model_dir)
 
 
 def attention_implementation(choice: str = "auto", config=None) -> str:
@@ -173,9 +249,12 @@ def load_model(base_dir: str | Path, dtype: str = "float32", device_map: str | N
         config = AutoConfig.from_pretrained(_config_source(source), **where) if (
             attn_implementation == "auto") else None
         kwargs["attn_implementation"] = attention_implementation(attn_implementation, config)
-        return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"{source}: cannot load the model: {err}") from None
+    if info.get("added_token_ids") and info.get("weights_from"):
+        grow_embeddings(model, info["added_token_ids"], info["vocab_before_template"])
+    return model
 
 
 def _config_source(source: str) -> str:
@@ -203,14 +282,20 @@ def prepare_base(params: ModelParams, train_split: str | Path, out_dir: str | Pa
         if params.name_or_path == "scratch":
             texts = (m["content"] for rec in read_jsonl(train_split) for m in rec["messages"])
             tokenizer = train_tokenizer(texts, params.scratch.vocab_size)
+            apply_chat_template_choice(tokenizer, params.chat_template, "scratch")
             model = build_scratch_model(tokenizer, params.scratch)
             model.save_pretrained(tmp)
             info = {"name_or_path": "scratch", "parameters": model.num_parameters(),
                     "vocab_size": len(tokenizer)}
         else:
             tokenizer, revision = load_pretrained_tokenizer(params)
+            before = len(tokenizer)
+            added = apply_chat_template_choice(tokenizer, params.chat_template,
+                                               params.name_or_path)
             info = {"name_or_path": params.name_or_path, "weights_from": params.name_or_path,
                     "revision": revision, "trust_remote_code": params.trust_remote_code}
+            if added:
+                info |= {"added_token_ids": added, "vocab_before_template": before}
         tokenizer.save_pretrained(tmp)
         write_json(tmp / "base.json", info)
     return info

@@ -6,6 +6,7 @@ value stops the stage with a message naming the key, before any work is done.
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -116,6 +117,9 @@ class ModelParams(_Section):
         Field("auto", description="auto: flash_attention_2 on CUDA when flash-attn is installed, "
               "sdpa_varlen (SDPA per packed sample) on CPU, else sdpa; packed samples never "
               "attend to each other with any of them."))
+    chat_template: str = Field(
+        "auto", description="auto: the tokenizer's own; a built-in (chatml, llama3, qwen2.5); or "
+        "a path to a .jinja file. Special tokens it needs are added to the tokenizer and model.")
     scratch: ScratchModel = Field(default_factory=ScratchModel, description="Scratch sizes.")
 
 
@@ -131,6 +135,37 @@ class TokenizeParams(_Section):
     audit_samples: int = Field(
         8, ge=0, description="Train samples rendered in metrics/mask_audit.html."
     )
+    template_kwargs: dict = Field(
+        {}, description="Chat-template variables (e.g. date_string), saved with the model and "
+        "used identically by evaluate, predict and chat.")
+    enable_thinking: bool | None = Field(
+        None, description="Qwen3-style templates: false renders an empty think block in the "
+        "prompt (for data without reasoning); null: the template's default.")
+    template_date: str | None = Field(
+        "2026-01-01", description="What the template's strftime_now returns (ISO date), so the "
+        "output does not change from day to day; null: today's date.")
+    train_on_reasoning: bool = Field(
+        True, description="Supervise the reasoning (think block) of assistant turns; false: "
+        "the model reads it but is not trained to write it.")
+    mask_empty_think: bool = Field(
+        False, description="No loss on empty think blocks (turns without reasoning that the "
+        "template renders with <think></think>).")
+    max_parity_failures: float = Field(
+        0.01, ge=0, le=1, description="Quarantine records whose training tokens differ from "
+        "inference's; stop if more than this fraction of a split does.")
+    num_proc: int = Field(0, ge=0, description="Tokenizer processes (0: one per CPU core).")
+
+    @field_validator("template_date")
+    @classmethod
+    def _iso_date(cls, value: str | None) -> str | None:
+        if value is not None:
+            datetime.date.fromisoformat(value)
+        return value
+
+    def chat_template_kwargs(self) -> dict:
+        """`template_kwargs`, with `enable_thinking` when set."""
+        extra = {} if self.enable_thinking is None else {"enable_thinking": self.enable_thinking}
+        return {**self.template_kwargs, **extra}
 
 
 class LoraParams(_Section):

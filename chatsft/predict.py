@@ -2,7 +2,8 @@
 
 Prompts are ChatML (or ShareGPT) records in JSON or JSONL, read like the clean stage reads
 data. Each output line is `{"messages": [...], "reply": "...", "generated_tokens": n}`, in
-input order (generation sorts by length internally).
+input order (generation sorts by length internally); a reply with a think block has its
+answer in `reply` and the reasoning in `reasoning`.
 """
 
 from __future__ import annotations
@@ -45,4 +46,5 @@ def predict_file(
     prompts = load_prompts(path)
     replies = generate_replies(model, tokenizer, prompts, p, max_context)
     return [{"messages": m, "reply": r.text, "generated_tokens": r.generated_tokens}
+            | ({"reasoning": r.reasoning} if r.reasoning is not None else {})
             for m, r in zip(prompts, replies, strict=True)]

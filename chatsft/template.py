@@ -33,6 +33,7 @@ prefix in full instead, and the tests check that both agree.
 from __future__ import annotations
 
 import bisect
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,14 @@ from transformers.utils.chat_template_utils import (
 )
 
 from chatsft.errors import UserError
+from chatsft.reasoning import FIELDS as REASONING_FIELDS
+from chatsft.reasoning import inline, reasoning_of
+from chatsft.template_kwargs import DEFAULT_DATE, render_variables, saved_kwargs
+
+# Stands in for an assistant message's answer to find where its think block ends (a
+# supplementary private-use character: no real text starts with it, and it is not one of
+# transformers' control-token markers).
+_ANSWER_SENTINEL = "\U000f7777"
 
 
 class ParityError(UserError, ValueError):
@@ -95,6 +104,7 @@ class _Turn:
     prompt_end: int  # len(P_k) in the unit's text
     turn_end: int  # len(F_k)
     train: bool
+    loss_from: int = 0  # no loss before this offset (a masked think block)
 
 
 @dataclass
@@ -107,6 +117,11 @@ class _Unit:
 
 
 Result = list[Encoded] | Exception  # the samples of one record, or why it has none
+
+
+_PROBE_TOOLS = [{"type": "function", "function": {
+    "name": "f", "description": "f", "parameters": {
+        "type": "object", "properties": {"x": {"type": "integer"}}}}}]
 
 
 def first_difference(a: Sequence[int], b: Sequence[int]) -> int:
@@ -123,6 +138,7 @@ class _Template:
     control_re: Any  # matches any control token string
     control_ids: frozenset[int]
     supports_tools: bool
+    supports_reasoning: bool  # the template renders reasoning_content itself
 
 
 def _has_control(obj: Any, control_re: Any) -> bool:
@@ -147,7 +163,14 @@ class ChatEncoder:
     """Encode conversations with one tokenizer's chat template."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, *, train_on: str = "all",
-                 ignore_index: int = -100, max_length: int | None = None) -> None:
+                 ignore_index: int = -100, max_length: int | None = None,
+                 template_kwargs: dict | None = None, template_date: str | None = DEFAULT_DATE,
+                 train_reasoning: bool = True, mask_empty_think: bool = False) -> None:
+        """`template_kwargs` (variables such as `enable_thinking`) and `template_date` (what
+        the template's `strftime_now` returns) default to what the tokenizer was saved with
+        (`chatsft.template_kwargs`), so inference renders as training did. `train_reasoning`
+        False, or `mask_empty_think` with an empty one, puts no loss on a reply's think block.
+        """
         if not tokenizer.chat_template:
             raise ValueError("the tokenizer has no chat template")
         if train_on not in ("all", "last"):
@@ -157,6 +180,10 @@ class ChatEncoder:
         self.ignore_index = ignore_index
         self.max_length = max_length
         self.special_tokens = dict(tokenizer.special_tokens_map)  # template variables
+        saved, saved_date = saved_kwargs(tokenizer)
+        self.template_kwargs = dict(saved if template_kwargs is None else template_kwargs)
+        self.template_date = saved_date if template_kwargs is None else template_date
+        self.train_reasoning, self.mask_empty_think = train_reasoning, mask_empty_think
         self._templates: dict[str, _Template] = {}
         default = self._info(None)
         self.control_re, self.control_ids = default.control_re, default.control_ids
@@ -178,11 +205,13 @@ class ChatEncoder:
             control = self.tok._get_control_tokens(source)  # what sanitize_control_tokens uses
             info = self._templates[source] = _Template(
                 compiled=(compiled := _compile_jinja_template(source)),
-                variables={**compiled.globals, **self.special_tokens},
+                variables={**compiled.globals, **self.special_tokens,
+                           **render_variables(self.template_kwargs, self.template_date)},
                 control_re=_get_control_token_patterns(tuple(control))[0],
                 control_ids=frozenset(self.tok.convert_tokens_to_ids(list(control))),
                 supports_tools="tools" in _get_template_variables(source)
                 and "tool_calls" in source,
+                supports_reasoning=any(f in source for f in REASONING_FIELDS),
             )
         return info
 
@@ -192,9 +221,25 @@ class ChatEncoder:
                tools: list | None = None) -> str:
         """`apply_chat_template(messages, tools=tools, tokenize=False, ...)`, without its
         per-call conversion overhead (messages must be plain JSON data)."""
-        msgs = _alias_reasoning_fields(
-            [{k: v for k, v in m.items() if v is not None} for m in messages])
-        return self._render(self._info(tools), msgs, add_generation_prompt, tools)
+        info = self._info(tools)
+        return self._render(info, self._template_messages(info, messages), add_generation_prompt,
+                            tools)
+
+    @staticmethod
+    def _template_messages(info: _Template, messages: list[dict]) -> list[dict]:
+        """Messages as the template reads them: no null fields, reasoning under every name
+        templates use, or inline in the content for a template that does not render it."""
+        msgs = [{k: v for k, v in m.items() if v is not None} for m in messages]
+        if info.supports_reasoning:
+            return _alias_reasoning_fields(msgs)
+        out = []
+        for m in msgs:
+            reasoning = reasoning_of(m)
+            if reasoning is not None and m["role"] == "assistant":
+                m = {k: v for k, v in m.items() if k not in REASONING_FIELDS}
+                m["content"] = inline(reasoning, m.get("content") or "")
+            out.append(m)
+        return out
 
     def _render(self, info: _Template, msgs: list[dict], gen: bool, tools: list | None) -> str:
         # Template.render(**variables), minus a per-call merge of the globals (a third of the
@@ -234,12 +279,11 @@ class ChatEncoder:
         if marked:
             messages = mark_control_tokens(messages, info.control_re)
             tools = mark_control_tokens(tools, info.control_re)
-        msgs = _alias_reasoning_fields(
-            [{k: v for k, v in m.items() if v is not None} for m in messages])
-        assistant = [i for i, m in enumerate(msgs) if m["role"] == "assistant"]
+        assistant = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
         if not assistant:
             raise NoAssistantTurn("the conversation has no assistant message")
         trained = set(assistant if self.train_on == "all" else assistant[-1:])
+        msgs = self._template_messages(info, messages)
         try:
             full = self._render(info, msgs, False, tools)
             spans = []
@@ -250,15 +294,53 @@ class ChatEncoder:
                 if not through.startswith(prompt):
                     self._parity_message(self._encode_text(through, marked), self._encode_text(
                         prompt, marked), i, "generation prompt", rendered=True)
-                spans.append((i, prompt, through))
+                loss_from = self._think_end(info, messages, i, tools, through) if (
+                    i in trained) else len(prompt)
+                spans.append((i, prompt, through, max(loss_from, len(prompt))))
         except jinja2.TemplateError as err:
             raise TemplateFailure(f"the chat template failed: {err}") from None
-        if all(full.startswith(through) for _, _, through in spans):
-            turns = [_Turn(i, len(p), len(t), i in trained) for i, p, t in spans]
+        if all(full.startswith(through) for _, _, through, _ in spans):
+            turns = [_Turn(i, len(p), len(t), i in trained, f) for i, p, t, f in spans]
             return [_Unit(full, turns, marked)]
         # The template rewrites earlier turns: one sample per trained turn.
-        return [_Unit(t, [_Turn(i, len(p), len(t), True)], marked)
-                for i, p, t in spans if i in trained]
+        return [_Unit(t, [_Turn(i, len(p), len(t), True, f)], marked)
+                for i, p, t, f in spans if i in trained]
+
+    def _think_end(self, info: _Template, messages: list[dict], i: int, tools: list | None,
+                   through: str) -> int:
+        """Where turn i's think block ends in `through` (0: no loss is masked there).
+
+        The block is what the reply's render shares with the render of the same message whose
+        answer is a sentinel (and no tool calls): the template's own layout, found without
+        knowing its markers."""
+        empty = not (reasoning_of(messages[i]) or "").strip()
+        if self.train_reasoning and not (self.mask_empty_think and empty):
+            return 0
+        m = {k: v for k, v in messages[i].items() if k != "tool_calls"}
+        m["content"] = _ANSWER_SENTINEL
+        probe = self._render(info, self._template_messages(info, [*messages[:i], m]), False,
+                             tools)
+        return len(os.path.commonprefix([through, probe]))
+
+    def end_of_turn_ids(self) -> set[int]:
+        """The control token(s) that close an assistant reply: the last supervised control
+        token of a one-exchange sample, and of a tool-call exchange when the template renders
+        tools. Only those: a reasoning template's `<think>` and `</think>` are supervised
+        control tokens too, but they open and close the reasoning, not the turn."""
+        exchanges = [([{"role": "user", "content": "hi"},
+                       {"role": "assistant", "content": "hello"}], None)]
+        if self._info(_PROBE_TOOLS).supports_tools:
+            call = {"type": "function", "function": {"name": "f", "arguments": {"x": 1}}}
+            exchanges.append(([{"role": "user", "content": "hi"},
+                               {"role": "assistant", "content": "", "tool_calls": [call]}],
+                              _PROBE_TOOLS))
+        ends = set()
+        for res in self._encode_items(exchanges, fast=False):
+            for enc in res if not isinstance(res, Exception) else []:
+                supervised = [t for t, lab in zip(enc.input_ids, enc.labels, strict=True)
+                              if lab != self.ignore_index and t in self.control_ids]
+                ends.update(supervised[-1:])
+        return ends
 
     # -- encoding ----------------------------------------------------------------------------
 
@@ -378,7 +460,8 @@ class ChatEncoder:
                 raise ParityError(f"assistant turn at message {turn.message}: a token spans the "
                                   "end of the turn")
             if turn.train:
-                labels[n:end] = ids[n:end]
+                start = max(n, bisect.bisect_left(starts, turn.loss_from))
+                labels[start:end] = ids[start:end]
         return Encoded(ids, labels)
 
     def _reply_end(self, ids: list[int], start: int, stop: int) -> int:
@@ -401,7 +484,8 @@ class ChatEncoder:
             if turn.train:
                 n = len(prompt)
                 end = n + self._reply_end(through[n:], 0, len(through) - n)
-                labels[n:end] = ids[n:end]
+                start = max(n, len(self._encode_text(unit.text[: turn.loss_from], unit.marked)))
+                labels[start:end] = ids[start:end]
         return Encoded(ids, labels)
 
     # -- errors ------------------------------------------------------------------------------

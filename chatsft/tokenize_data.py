@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import multiprocessing
+import os
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,6 +20,7 @@ from chatsft.io import atomic_path, read_jsonl, write_jsonl
 from chatsft.packing import pack_stats
 from chatsft.params import TokenizeParams
 from chatsft.template import ChatEncoder, ParityError
+from chatsft.template_kwargs import USED_FILE, write_used
 
 FEATURES = Features(
     {"input_ids": Sequence(Value("int32")), "labels": Sequence(Value("int32"))}
@@ -25,38 +29,69 @@ SPLITS = ("train", "validation", "test")
 CHUNK = 1024  # records per batched tokenizer call
 
 
+_WORKER: ChatEncoder | None = None  # the encoder a forked worker process inherits
+
+
+def _encode_chunk(chunk: list[dict]) -> list:
+    return _WORKER.encode_records(chunk)
+
+
+def encode_all(records: list[dict], encoder: ChatEncoder, num_proc: int = 1) -> Iterator:
+    """`encoder.encode_records` of every record, in order, in chunks over `num_proc` forked
+    processes (rendering the template is Python, one core per process). The results are the
+    same with any number of processes: each record is encoded on its own."""
+    chunks = [records[b : b + CHUNK] for b in range(0, len(records), CHUNK)]
+    if num_proc <= 1 or len(chunks) <= 1:
+        for chunk in chunks:
+            yield from encoder.encode_records(chunk)
+        return
+    global _WORKER
+    _WORKER = encoder
+    with multiprocessing.get_context("fork").Pool(min(num_proc, len(chunks))) as pool:
+        for results in pool.imap(_encode_chunk, chunks):
+            yield from results
+
+
 def tokenize_split(
-    records: list[dict], encoder: ChatEncoder, split: str, source: str | None = None
+    records: list[dict], encoder: ChatEncoder, split: str, source: str | None = None,
+    num_proc: int = 1, max_parity_failures: float = 0.0,
 ) -> tuple[dict[str, list], list[dict], dict]:
     """Encode one split; returns (columns, quarantined records, stats).
 
     A record the template cannot render, or whose last assistant turn cannot fit, is
-    quarantined with its reason; a parity mismatch stops with the record and the first
-    differing token (training would not match inference)."""
+    quarantined with its reason. So is a record whose training tokens differ from what
+    inference would feed the model (`parity`, with the first differing token: a BPE token
+    across a turn boundary, say); more than `max_parity_failures` of the split stops the stage,
+    since then the template or tokenizer, not the data, is at fault."""
     source = source or f"data/clean/{split}.jsonl"
     cols: dict[str, list] = {"input_ids": [], "labels": []}
     quarantine: list[dict] = []
     reasons: Counter = Counter()
     truncated = dropped = split_conversations = supervised = 0
-    for begin in range(0, len(records), CHUNK):
-        chunk = records[begin : begin + CHUNK]
-        for n, (rec, res) in enumerate(zip(chunk, encoder.encode_records(chunk), strict=True),
-                                       start=begin + 1):
-            if isinstance(res, ParityError):
-                preview = json.dumps(rec, ensure_ascii=False)
-                raise ParityError(f"{source} line {n}: {res}\n  record: {preview[:400]}")
-            if isinstance(res, Exception):
-                reasons[res.reason] += 1
-                quarantine.append({"source": source, "where": f"line {n}",
-                                   "reason": res.reason, "detail": str(res), "record": rec})
-                continue
-            truncated += res[0].dropped_turns > 0
-            dropped += res[0].dropped_turns
-            split_conversations += len(res) > 1
-            for enc in res:
-                cols["input_ids"].append(enc.input_ids)
-                cols["labels"].append(enc.labels)
-                supervised += sum(label != encoder.ignore_index for label in enc.labels)
+    for n, (rec, res) in enumerate(zip(records, encode_all(records, encoder, num_proc),
+                                       strict=True), start=1):
+        if isinstance(res, Exception):
+            reason = "parity" if isinstance(res, ParityError) else res.reason
+            reasons[reason] += 1
+            quarantine.append({"source": source, "where": f"line {n}",
+                               "reason": reason, "detail": str(res), "record": rec})
+            continue
+        truncated += res[0].dropped_turns > 0
+        dropped += res[0].dropped_turns
+        split_conversations += len(res) > 1
+        for enc in res:
+            cols["input_ids"].append(enc.input_ids)
+            cols["labels"].append(enc.labels)
+            supervised += sum(label != encoder.ignore_index for label in enc.labels)
+    failed = reasons["parity"]
+    if failed and failed > max_parity_failures * len(records):
+        first = next(q for q in quarantine if q["reason"] == "parity")
+        preview = json.dumps(first["record"], ensure_ascii=False)
+        raise ParityError(
+            f"{source}: {failed} of {len(records)} records tokenize differently for training "
+            f"than for inference (more than tokenize.max_parity_failures="
+            f"{max_parity_failures}); the template or tokenizer needs fixing. First, "
+            f"{first['where']}: {first['detail']}\n  record: {preview[:400]}")
     tokens = sum(map(len, cols["input_ids"]))
     stats = {
         "conversations": len(records),
@@ -98,14 +133,16 @@ def save_splits(datasets: dict[str, Dataset], path: str | Path) -> None:
 
 
 def tokenize_all(
-    clean_dir: Path, tokenizer: PreTrainedTokenizerBase, encoder: ChatEncoder
+    clean_dir: Path, tokenizer: PreTrainedTokenizerBase, encoder: ChatEncoder,
+    num_proc: int = 1, max_parity_failures: float = 0.0,
 ) -> tuple[dict[str, Dataset], list[dict], dict]:
     """All splits; stats per split plus `packing`, the packed layout of the train split."""
     datasets, quarantine, stats = {}, [], {}
     train_cols: dict[str, list] = {"input_ids": [], "labels": []}
     for split in SPLITS:
         path = Path(clean_dir) / f"{split}.jsonl"
-        cols, q, s = tokenize_split(read_jsonl(path), encoder, split, str(path))
+        cols, q, s = tokenize_split(read_jsonl(path), encoder, split, str(path), num_proc,
+                                    max_parity_failures)
         datasets[split] = to_dataset(cols)
         quarantine += q
         stats[split] = s
@@ -121,13 +158,21 @@ def write_tokenized(
     clean_dir: Path, tokenizer: PreTrainedTokenizerBase, params: TokenizeParams, out_dir: Path
 ) -> tuple[dict[str, Dataset], list[dict], dict]:
     """The tokenize stage's output: `tokenize_all`, saved atomically to `out_dir` with the
-    quarantined records in `quarantine.jsonl`; returns what `tokenize_all` returns."""
+    quarantined records in `quarantine.jsonl` and the template variables it rendered with in
+    `chat_template.json` (`USED_FILE`); returns what `tokenize_all` returns."""
+    kwargs = params.chat_template_kwargs()
     encoder = ChatEncoder(tokenizer, train_on=params.train_on, ignore_index=params.ignore_index,
-                          max_length=params.max_length)
-    datasets, quarantine, stats = tokenize_all(clean_dir, tokenizer, encoder)
+                          max_length=params.max_length, template_kwargs=kwargs,
+                          template_date=params.template_date,
+                          train_reasoning=params.train_on_reasoning,
+                          mask_empty_think=params.mask_empty_think)
+    datasets, quarantine, stats = tokenize_all(
+        clean_dir, tokenizer, encoder, params.num_proc or os.cpu_count() or 1,
+        params.max_parity_failures)
     with atomic_path(out_dir, is_dir=True) as tmp:
         save_splits(datasets, tmp)
         write_jsonl(tmp / "quarantine.jsonl", quarantine)
+        write_used(tmp / USED_FILE, kwargs, params.template_date)
     return datasets, quarantine, stats
 
 

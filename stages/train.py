@@ -6,11 +6,13 @@ relaunches itself under `accelerate launch`.
 """
 
 import os
+from pathlib import Path
 
 from chatsft.errors import user_errors_exit
 from chatsft.io import write_json
 from chatsft.modeling import load_tokenizer
 from chatsft.params import load_params
+from chatsft.template_kwargs import USED_FILE, stamp_used
 from chatsft.training.data import load_splits
 from chatsft.training.launch import launch_command, relaunch
 from chatsft.training.run import run_training
@@ -30,6 +32,7 @@ def main() -> None:
     if cmd:
         relaunch(cmd)
     tokenizer = load_tokenizer(BASE_DIR)
+    stamp_used(tokenizer, Path(TOKENIZED) / USED_FILE)  # models/sft renders as tokenize did
     summary = run_training(params, BASE_DIR, load_splits(TOKENIZED), tokenizer, OUT_DIR,
                            CHECKPOINTS, LIVE_DIR)
     if os.environ.get("RANK", "0") == "0":  # one writer in a multi-process launch

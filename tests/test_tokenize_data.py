@@ -77,15 +77,31 @@ def test_quarantine_and_stats(demo_records, chatml_tokenizer):
     assert stats["supervised_tokens"] == sum(v != IGNORE for lab in cols["labels"] for v in lab)
 
 
-def test_parity_mismatch_stops_with_the_record_and_the_token():
-    bad = {"messages": [{"role": "user", "content": "Hi"},
-                        {"role": "assistant", "content": "\nHello"}]}
-    good = {"messages": [{"role": "user", "content": "Hi"},
-                         {"role": "assistant", "content": "Hello"}]}
+PARITY_BAD = {"messages": [{"role": "user", "content": "Hi"},
+                           {"role": "assistant", "content": "\nHello"}]}
+PARITY_GOOD = {"messages": [{"role": "user", "content": "Hi"},
+                            {"role": "assistant", "content": "Hello"}]}
+
+
+def test_parity_failure_is_quarantined_and_the_split_goes_on():
+    """Qwen2.5: a reply starting with a newline makes a BPE token across the prompt's end."""
+    records = [PARITY_GOOD] * 9 + [PARITY_BAD]
+    cols, quarantine, stats = tokenize_split(records, ChatEncoder(qwen25_tokenizer()),
+                                             "validation", max_parity_failures=0.1)
+    assert stats["quarantined"] == {"parity": 1} and len(cols["input_ids"]) == 9
+    (q,) = quarantine
+    assert q["where"] == "line 10" and q["record"] == PARITY_BAD
+    assert "first difference" in q["detail"] and "'ĊĊ'" in q["detail"]
+
+
+def test_many_parity_failures_stop_with_the_record_and_the_token():
+    records = [PARITY_GOOD] * 8 + [PARITY_BAD] * 2
     with pytest.raises(ParityError) as err:
-        tokenize_split([good, bad], ChatEncoder(qwen25_tokenizer()), "validation")
+        tokenize_split(records, ChatEncoder(qwen25_tokenizer()), "validation",
+                       max_parity_failures=0.1)
     msg = str(err.value)
-    assert "data/clean/validation.jsonl line 2" in msg and "'ĊĊ'" in msg and '\\nHello' in msg
+    assert "data/clean/validation.jsonl: 2 of 10 records" in msg and "line 9" in msg
+    assert "'ĊĊ'" in msg and '\\nHello' in msg
 
 
 def test_dataset_is_deterministic(demo_records, chatml_tokenizer):
@@ -158,5 +174,19 @@ def test_stage_fails_on_a_parity_mismatch_naming_record_and_token(tmp_path, demo
         _run_stage(tmp_path, monkeypatch)
     assert stop.value.code == 1
     err = capsys.readouterr().err
-    assert "data/clean/train.jsonl line 4" in err and "'ĊĊ'" in err
+    assert "data/clean/train.jsonl: 1 of 4 records" in err and "line 4" in err
+    assert "'ĊĊ'" in err and "max_parity_failures" in err
     assert not (tmp_path / "data" / "tokenized").exists()
+
+
+def test_stage_quarantines_a_rare_parity_failure_and_goes_on(tmp_path, demo_records,
+                                                             monkeypatch):
+    """One record in 151 (under tokenize.max_parity_failures, 1%) does not stop the stage."""
+    _workspace(tmp_path, qwen25_tokenizer(), demo_records[:150] + [PARITY_BAD])
+    _run_stage(tmp_path, monkeypatch)
+    quarantine = [json.loads(x) for x in
+                  (tmp_path / "data" / "tokenized" / "quarantine.jsonl").read_text().splitlines()]
+    parity = [q for q in quarantine if q["reason"] == "parity"]
+    assert [(q["where"], q["record"]) for q in parity] == [("line 151", PARITY_BAD)]
+    stats = json.loads((tmp_path / "metrics" / "tokenize.json").read_text())
+    assert stats["train"]["quarantined"].get("parity") == 1

@@ -3,6 +3,10 @@
 A ChatML record is `{"messages": [...]}`, plus `"tools": [...]` when the record declares
 tools. Messages are `{"role", "content"}`; an assistant message that calls tools also has
 `tool_calls`, and tool results have role `tool` (see `chatsft.data.tools` for their shape).
+An assistant message's reasoning is kept in `reasoning_content` (also read from `thinking` or
+`reasoning`, in ChatML messages and ShareGPT turns); reasoning written inline as a
+`<think>...</think>` block before the answer is moved there (`chatsft.reasoning.split_think`,
+the split Qwen3's template makes), so every template renders it its own way.
 Each converter returns such a record or raises `Reject` with a named reason; it never guesses
 silently and never changes the raw value it was given (the quarantine writes it verbatim).
 Role order and content are checked afterwards, by `chatsft.data.validate`.
@@ -14,6 +18,7 @@ from typing import Any
 
 from chatsft.data.errors import Reject
 from chatsft.data.tools import check_declared, parse_calls, parse_tools
+from chatsft.reasoning import CLOSE, FIELDS, split_think
 
 __all__ = ["FORMATS", "Reject", "detect_format", "to_messages", "to_record"]
 
@@ -89,6 +94,28 @@ def _record(messages: list[dict], tools: list[dict]) -> dict:
     return {"messages": messages, "tools": tools} if tools else {"messages": messages}
 
 
+def _reasoning(raw: dict, where: str) -> str | None:
+    """The reasoning field of a raw assistant message or turn, under any of its names."""
+    found = [k for k in FIELDS if raw.get(k) is not None]
+    if len(found) > 1:
+        raise Reject("reasoning twice", f"{where} has both {found[0]} and {found[1]}")
+    return _text(raw[found[0]], f"{where}.{found[0]}") if found else None
+
+
+def _with_reasoning(out: dict, reasoning: str | None, where: str) -> dict:
+    """The message with its reasoning in `reasoning_content`, an inline think block moved
+    there; a new dict when anything changes (the raw record is never modified)."""
+    if CLOSE in out["content"]:
+        if reasoning is not None:
+            raise Reject("reasoning twice", f"{where} has reasoning_content and a think block "
+                                            "in its content")
+        reasoning, answer = split_think(out["content"])
+        out = {**out, "content": answer}
+    if reasoning is None:
+        return out
+    return {**out, "reasoning_content": reasoning}
+
+
 def _tools(record: dict, allow_tools: bool) -> list[dict]:
     tools = parse_tools(record.get("tools")) if allow_tools else []
     if not allow_tools and record.get("tools") not in (None, "", "[]", []):
@@ -117,6 +144,8 @@ def _chatml_message(m: Any, i: int, allow_tools: bool) -> dict:
     out = {"role": role, "content": "" if content is None else _text(content, f"{where}.content")}
     if calls:
         out["tool_calls"] = calls
+    if role == "assistant":
+        out = _with_reasoning(out, _reasoning(m, where), where)
     if role == "tool":
         for key in ("tool_call_id", "name"):
             if isinstance(m.get(key), str):
@@ -132,7 +161,8 @@ def from_chatml(record: dict, allow_tools: bool = True) -> dict:
         if type(m) is dict and len(m) == 2:
             role, content = m.get("role"), m.get("content")
             if type(role) is str and type(content) is str:
-                out.append(m)
+                out.append(_with_reasoning(m, None, f"messages[{i}]") if (
+                    role == "assistant") else m)
                 continue
         out.append(_chatml_message(m, i, allow_tools))
     return _record(out, _tools(record, allow_tools))
@@ -161,9 +191,12 @@ def from_sharegpt(record: dict, allow_tools: bool = True) -> dict:
             raise Reject("unsupported role", f"{where}.from = {source_role!r} ({NO_TOOLS})")
         if role == "function_call":
             calls = parse_calls(turn["value"], f"{where}.value")
-            out.append({"role": "assistant", "content": "", "tool_calls": calls})
+            msg = {"role": "assistant", "content": "", "tool_calls": calls}
         else:
-            out.append({"role": role, "content": _text(turn["value"], f"{where}.value")})
+            msg = {"role": role, "content": _text(turn["value"], f"{where}.value")}
+        if role in ("assistant", "function_call"):
+            msg = _with_reasoning(msg, _reasoning(turn, where), where)
+        out.append(msg)
     return _record(out, _tools(record, allow_tools))
 
 
@@ -191,7 +224,8 @@ def from_alpaca(record: dict, allow_tools: bool = True) -> dict:
     # LLaMA-Factory's convention: instruction and input joined by a newline.
     prompt = f"{instruction}\n{extra}" if instruction and extra else instruction or extra
     out.append({"role": "user", "content": prompt})
-    out.append({"role": "assistant", "content": _text(record["output"], "output")})
+    out.append(_with_reasoning({"role": "assistant", "content": _text(record["output"], "output")},
+                               None, "output"))
     return {"messages": out}
 
 

@@ -158,13 +158,17 @@ def clean_record(record: dict, rules: ContentRules) -> dict:
         if suspect(text):
             text = rules.clean_text(text, f"messages[{i}].content")
             fixed = {**m, "content": text}
+        reasoning = m.get("reasoning_content")
+        if reasoning is not None and suspect(reasoning):
+            fixed = {**fixed, "reasoning_content": rules.clean_text(
+                reasoning, f"messages[{i}].reasoning_content")}
         if "tool_calls" in m:
             calls = _clean_json(m["tool_calls"], rules, f"messages[{i}].tool_calls")
             if calls is not m["tool_calls"]:
                 fixed = {**fixed, "tool_calls": calls}
         elif blank(text):
             raise Reject("empty content", f"messages[{i}] ({m['role']}) is empty or blank")
-        total += len(text)
+        total += len(text) + len(fixed.get("reasoning_content") or "")
         if fixed is not m and changed is None:
             changed = list(messages)
         if changed is not None:

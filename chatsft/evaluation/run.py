@@ -48,7 +48,8 @@ def evaluate_model(
     metrics["test"] = metrics.get("test", {}) | _rounded(text, 4) | {"samples": len(records)}
     rows = [
         {"index": i, "prompt": p, "reference": ref, "prediction": r.text,
-         "generated_tokens": r.generated_tokens} | _rounded(s, 4)
+         "generated_tokens": r.generated_tokens}
+        | ({"reasoning": r.reasoning} if r.reasoning is not None else {}) | _rounded(s, 4)
         for i, (p, ref, r, s) in enumerate(
             zip(prompts, refs, replies, per_sample_scores(preds, refs), strict=True))
     ]

@@ -17,6 +17,7 @@ from datasets import DatasetDict
 from transformers import EarlyStoppingCallback, PreTrainedTokenizerBase, ProgressCallback
 
 from chatsft.errors import UserError
+from chatsft.modeling import add_chat_eos
 from chatsft.params import Params
 from chatsft.training import checkpoints
 from chatsft.training.args import resolve_precision, training_arguments
@@ -133,6 +134,7 @@ def save_model(trainer: SFTTrainer, params: Params, base_dir: Path,
         if merge:
             merge_adapter(base_dir, tmp / ADAPTER_DIR, params.model.dtype, tmp)
         tokenizer.save_pretrained(tmp)
+        add_chat_eos(tmp, tokenizer)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
