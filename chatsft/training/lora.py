@@ -59,8 +59,11 @@ def load_quantized(base_dir: str | Path, bits: int, compute_dtype: torch.dtype):
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
-def apply_lora(model, lora: LoraParams, gradient_checkpointing: bool):
-    """Freeze the model and add trainable LoRA adapters to the target modules."""
+def apply_lora(model, lora: LoraParams, gradient_checkpointing: bool,
+               new_token_ids: list[int] | None = None):
+    """Freeze the model and add trainable LoRA adapters to the target modules. The embedding
+    rows of tokens the chat template added (`new_token_ids`) train too (peft's trainable
+    tokens: only those rows, saved with the adapter), or they would stay at their init."""
     from peft import LoraConfig, get_peft_model
 
     if gradient_checkpointing:
@@ -70,6 +73,7 @@ def apply_lora(model, lora: LoraParams, gradient_checkpointing: bool):
     config = LoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
         target_modules=lora.target_modules, bias="none", task_type="CAUSAL_LM",
+        trainable_token_indices=new_token_ids or None,
     )
     try:
         return get_peft_model(model, config)
@@ -87,7 +91,10 @@ def prepare_model(base_dir: str | Path, params: TrainParams, dtype: str,
         model = load_model(base_dir, dtype, device_map, attn_implementation)
     if params.method == "full":
         return model
-    return apply_lora(model, params.lora, params.gradient_checkpointing)
+    info_path = Path(base_dir) / "base.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    return apply_lora(model, params.lora, params.gradient_checkpointing,
+                      info.get("added_token_ids"))
 
 
 def merge_adapter(base_dir: str | Path, adapter_dir: Path, dtype: str, out_dir: Path) -> None:

@@ -87,3 +87,42 @@ def test_unknown_target_module_is_a_clear_error(tmp_path, tiny_model_dir, tiny_s
     with pytest.raises(LoraError, match="train.lora.target_modules"):
         run_training(params, tiny_model_dir, tiny_splits, chatml_tokenizer, tmp_path / "sft",
                      tmp_path / "ckpt")
+
+
+def test_lora_trains_the_rows_of_tokens_the_chat_template_added(tmp_path, chatml_tokenizer):
+    """A base checkpoint given ChatML (model.chat_template): the new special tokens' rows start
+    at the mean of the others and train under LoRA too (they would stay frozen otherwise)."""
+    import copy
+
+    from chatsft.modeling import apply_chat_template_choice, build_scratch_model
+    from chatsft.params import ScratchModel, TrainParams
+    from chatsft.training.lora import prepare_model
+
+    tok = copy.deepcopy(chatml_tokenizer)
+    before = len(tok)
+    model = build_scratch_model(tok, ScratchModel(hidden_size=32, num_hidden_layers=1,
+                                                  num_attention_heads=4, num_key_value_heads=2,
+                                                  intermediate_size=64))
+    model.save_pretrained(tmp_path / "hub")
+    added = apply_chat_template_choice(tok, "llama3", "test")
+    assert added == list(range(before, len(tok)))
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "base.json").write_text(json.dumps({
+        "weights_from": str(tmp_path / "hub"), "revision": None, "added_token_ids": added,
+        "vocab_before_template": before}))
+    peft_model = prepare_model(tmp_path / "base", TrainParams(method="lora"), "float32", None,
+                               "fp32")
+    emb = peft_model.get_input_embeddings()
+    weight = emb.get_base_layer().weight if hasattr(emb, "get_base_layer") else emb.weight
+    assert weight.shape[0] == len(tok)
+    torch.testing.assert_close(weight[added[0]], weight[:before].mean(0))
+    ids = torch.tensor([[added[0], 5, added[1], 7, added[-1]]])
+    optim = torch.optim.SGD([p for p in peft_model.parameters() if p.requires_grad], lr=1.0)
+    for _ in range(3):
+        loss = peft_model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optim.step()
+        optim.zero_grad()
+    deltas = [p for n, p in peft_model.named_parameters() if "trainable_tokens_delta" in n]
+    assert deltas and all(d.shape[0] == len(added) and d.abs().sum(-1).gt(0).all()
+                          for d in deltas)
