@@ -50,10 +50,9 @@ def stale(repo: Path) -> set[str]:
     return set(json.loads(out or "{}"))
 
 
-@pytest.fixture(scope="session")
-def pipeline_repo(tmp_path_factory) -> Path:
-    """A clone of the working tree (tracked and new files), with the small params, reproduced."""
-    dst = tmp_path_factory.mktemp("clone")
+def clone_repo(dst: Path, override: dict) -> Path:
+    """A git clone of the working tree (tracked and new files) at `dst`, with `override` merged
+    into its params, committed."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT, capture_output=True, text=True, check=True,
@@ -62,12 +61,17 @@ def pipeline_repo(tmp_path_factory) -> Path:
         if (ROOT / f).is_file() and f != "dvc.lock":
             (dst / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, dst / f)
-    set_params(dst, SMALL)
+    set_params(dst, override)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     run(["git", "init", "-q"], dst)
     run(["git", "add", "-A"], dst)
     run([*git, "commit", "-qm", "clone"], dst)
-    run(["dvc", "repro"], dst)
     return dst
 
 
+@pytest.fixture(scope="session")
+def pipeline_repo(tmp_path_factory) -> Path:
+    """A clone of the working tree with the small params, reproduced."""
+    dst = clone_repo(tmp_path_factory.mktemp("clone"), SMALL)
+    run(["dvc", "repro"], dst)
+    return dst

