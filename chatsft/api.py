@@ -14,6 +14,7 @@ crash resumes from them), `logs/` (dvclive) and `train.json` (the summary).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import yaml
@@ -69,10 +70,18 @@ def prepare(params: Params, out: Path) -> None:
     result = clean_records(params.data)
     with atomic_path(out / "clean", is_dir=True) as tmp:
         write_clean(result, tmp)
+    report = result.report()
+    print(f"clean: {report['quarantined']} of {report['read']} records quarantined, with "
+          f"reason: {out / 'clean' / 'quarantine.jsonl'}")
     prepare_base(params.model, out / "clean" / "train.jsonl", out / "base")
     tokenizer = load_tokenizer(out / "base")
-    _, _, stats = write_tokenized(out / "clean", tokenizer, params.tokenize, out / "tokenized")
+    _, quarantine, stats = write_tokenized(out / "clean", tokenizer, params.tokenize,
+                                           out / "tokenized")
     write_json(out / "tokenize.json", stats)
+    print(f"tokenize: {len(quarantine)} conversations quarantined, with reason: "
+          f"{out / 'tokenized' / 'quarantine.jsonl'}")
+    for warning in stats["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def train_prepared(out: Path) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -16,13 +17,17 @@ from transformers import PreTrainedTokenizerBase
 from chatsft.io import atomic_path, read_jsonl, write_jsonl
 from chatsft.packing import pack_stats
 from chatsft.params import TokenizeParams
-from chatsft.template import ChatEncoder, ParityError
+from chatsft.template import ChatEncoder, ParityError, TooLong
 
 FEATURES = Features(
     {"input_ids": Sequence(Value("int32")), "labels": Sequence(Value("int32"))}
 )
 SPLITS = ("train", "validation", "test")
 CHUNK = 1024  # records per batched tokenizer call
+# Above this share of a split quarantined as too long, the stage warns and suggests a
+# max_length: a silent loss of that size changes what the model learns.
+TOO_LONG_WARNING = 0.05
+KEEP_SHARE = 0.99
 
 
 def tokenize_split(
@@ -37,6 +42,7 @@ def tokenize_split(
     cols: dict[str, list] = {"input_ids": [], "labels": []}
     quarantine: list[dict] = []
     reasons: Counter = Counter()
+    needed: list[int] = []  # tokens the too-long conversations need to be kept
     truncated = dropped = split_conversations = supervised = 0
     for begin in range(0, len(records), CHUNK):
         chunk = records[begin : begin + CHUNK]
@@ -47,6 +53,8 @@ def tokenize_split(
                 raise ParityError(f"{source} line {n}: {res}\n  record: {preview[:400]}")
             if isinstance(res, Exception):
                 reasons[res.reason] += 1
+                if isinstance(res, TooLong) and res.needed is not None:
+                    needed.append(res.needed)
                 quarantine.append({"source": source, "where": f"line {n}",
                                    "reason": res.reason, "detail": str(res), "record": rec})
                 continue
@@ -70,8 +78,35 @@ def tokenize_split(
         "supervised_tokens": supervised,
         "supervised_fraction": round(supervised / tokens, 6) if tokens else 0.0,
         "longest": max(map(len, cols["input_ids"]), default=0),
+        "too_long_fraction": round(len(needed) / len(records), 6) if records else 0.0,
+        "max_length_keeping_99pct": length_keeping(len(records) - len(quarantine), needed),
     }
     return cols, quarantine, stats
+
+
+def length_keeping(kept: int, needed: list[int], share: float = KEEP_SHARE) -> int | None:
+    """The smallest max_length that would keep `share` of the conversations that are either
+    kept now or too long (`needed`: the tokens each of those needs), or None when the current
+    one already does."""
+    target = math.ceil(share * (kept + len(needed)))
+    if kept >= target:
+        return None
+    return sorted(needed)[target - kept - 1]
+
+
+def too_long_warnings(stats: dict, max_length: int | None) -> list[str]:
+    """One line per split that lost more than TOO_LONG_WARNING of its conversations as too
+    long, with the max_length that would keep 99% of them."""
+    out = []
+    for split in SPLITS:
+        s = stats[split]
+        if s["too_long_fraction"] > TOO_LONG_WARNING:
+            out.append(
+                f"{split}: {s['quarantined']['too long']} of {s['conversations']} conversations "
+                f"({s['too_long_fraction']:.1%}) do not fit in tokenize.max_length {max_length} "
+                f"even with only their last exchange and were quarantined; tokenize.max_length "
+                f"{s['max_length_keeping_99pct']} would keep {KEEP_SHARE:.0%}")
+    return out
 
 
 def to_dataset(cols: dict[str, list]) -> Dataset:
@@ -114,6 +149,7 @@ def tokenize_all(
     capacity = encoder.max_length or max(map(len, train_cols["input_ids"]), default=1)
     stats["packing"] = {"capacity": capacity, **pack_stats(
         train_cols["input_ids"], train_cols["labels"], capacity, encoder.ignore_index)}
+    stats["warnings"] = too_long_warnings(stats, encoder.max_length)
     return datasets, quarantine, stats
 
 
