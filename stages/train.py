@@ -10,7 +10,7 @@ import os
 from chatsft.errors import user_errors_exit
 from chatsft.io import write_json
 from chatsft.modeling import load_tokenizer
-from chatsft.params import load_params
+from chatsft.stage import start_stage
 from chatsft.training.data import load_splits
 from chatsft.training.launch import launch_command, relaunch
 from chatsft.training.run import run_training
@@ -25,7 +25,7 @@ SUMMARY = "metrics/train.json"
 
 @user_errors_exit
 def main() -> None:
-    params = load_params()
+    params = start_stage(["train", "tokenize", "model"], [OUT_DIR, SUMMARY])
     cmd = launch_command(params.train, ["-m", "stages.train"])
     if cmd:
         relaunch(cmd)
