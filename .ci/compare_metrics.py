@@ -17,16 +17,19 @@ import subprocess
 import sys
 
 # (metrics file, key pattern, kind, tolerance); the first match wins. kind: "rel" (relative),
-# "abs" (absolute), "exact", or "skip" (wall-time measurements, which never repeat).
+# "abs" (absolute), "exact", or "skip" (wall-time measurements, which never repeat). The
+# widths cover the spread of runs that differ only in floating-point order, which acts like a
+# change of seed over 750 steps (exact match moved 13.7 -> 19.0 with a kernel change, on 168
+# prompts where one reply is 0.6 points); the README lists the same table.
 RULES = [
     ("metrics/eval.json", "*.perplexity", "rel", 0.10),
-    ("metrics/eval.json", "*.loss", "abs", 0.05),
+    ("metrics/eval.json", "*.loss", "abs", 0.1),  # log of perplexity: ~10% too
     ("metrics/eval.json", "*.token_accuracy", "abs", 0.02),
-    ("metrics/eval.json", "*.bleu4", "abs", 5.0),
-    ("metrics/eval.json", "*.rouge*", "abs", 5.0),
+    ("metrics/eval.json", "*.bleu4", "abs", 6.0),
+    ("metrics/eval.json", "*.rouge*", "abs", 6.0),
     ("metrics/eval.json", "*.exact_match", "abs", 8.0),
     ("metrics/eval.json", "*.generated_tokens_mean", "rel", 0.15),
-    ("metrics/train.json", "*loss", "abs", 0.05),
+    ("metrics/train.json", "*loss", "abs", 0.1),
     ("metrics/train.json", "*_step", "skip", 0),  # the best eval may fall on another step
     ("metrics/train.json", "train_seconds", "skip", 0),
     ("metrics/train.json", "tokens_per_second", "skip", 0),
