@@ -28,11 +28,14 @@ class BrokenLockError(UserError):
 
 
 def _restore_command(lock: Path) -> str:
-    tracked = subprocess.run(["git", "ls-files", "--error-unmatch", lock.name], cwd=lock.parent,
-                             capture_output=True).returncode == 0
+    try:
+        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", lock.name],
+                                 cwd=lock.parent, capture_output=True).returncode == 0
+    except OSError:  # no git
+        tracked = False
     if tracked:
         return f"git checkout {lock.name}"
-    # Without a committed copy: DVC's run cache restores the outputs of unchanged stages.
+    # Without a committed copy: DVC then reruns each stage (or takes it from its run cache).
     return f"rm {lock.name}"
 
 
