@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from chatsft.data.clean import clean_records, write_clean
-from chatsft.io import atomic_path, write_json, write_text
+from chatsft.io import atomic_path, remove_stale_temporaries, write_json, write_text
 from chatsft.modeling import load_tokenizer, prepare_base
 from chatsft.params import DataParams, ModelParams, Params, TokenizeParams, TrainParams, load_params
 from chatsft.presets import DataSection, get_preset
@@ -65,6 +65,9 @@ def run_pipeline(params: Params, output_dir: str | Path) -> dict:
 def prepare(params: Params, out: Path) -> None:
     """clean -> base -> tokenize into `out`, and the params used, in `out/params.yaml`."""
     out.mkdir(parents=True, exist_ok=True)
+    # What a killed earlier run into `out` left (the stages do the same at their start).
+    remove_stale_temporaries(*(out / name for name in (PARAMS_FILE, "clean", "base", "tokenized",
+                                                       "tokenize.json", "train.json")))
     write_text(out / PARAMS_FILE, yaml.safe_dump(params.model_dump(), sort_keys=False,
                                                  allow_unicode=True))
     result = clean_records(params.data)

@@ -67,7 +67,7 @@ _TEMP_SUFFIX = re.compile(r"[a-z0-9_]{8}")
 
 def remove_stale_temporaries(*targets: str | Path) -> list[Path]:
     """Delete the temporaries that `atomic_path` left beside `targets` when a run was killed
-    (for example `data/.clean.k3j_x9q2`); returns them. Only folders named exactly as
+    (for example `data/.clean.k3j_x9q2`); returns them. Only entries named exactly as
     `atomic_path` names them for these targets are touched, nothing else of the user's.
     Call it at a stage's start, for the stage's own outputs: another run writing the same
     output at the same time would lose its temporary."""
@@ -78,8 +78,11 @@ def remove_stale_temporaries(*targets: str | Path) -> list[Path]:
             continue
         for entry in target.parent.iterdir():
             name = entry.name
-            if (name.startswith(prefix) and _TEMP_SUFFIX.fullmatch(name[len(prefix):])
-                    and entry.is_dir() and not entry.is_symlink()):
+            if not (name.startswith(prefix) and _TEMP_SUFFIX.fullmatch(name[len(prefix):])):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
-                removed.append(entry)
+            else:  # a temporary file, should atomic_path make files rather than folders
+                entry.unlink()
+            removed.append(entry)
     return removed
