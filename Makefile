@@ -16,7 +16,9 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Stages run `python -m stages.*`: the venv must come first on PATH.
+# dvc.lock is checked first: DVC cannot start with a broken one (see chatsft/stage.py).
 repro: install
+	$(BIN)/python -m chatsft.stage
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 test: install

@@ -14,12 +14,13 @@ crash resumes from them), `logs/` (dvclive) and `train.json` (the summary).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import yaml
 
 from chatsft.data.clean import clean_records, write_clean
-from chatsft.io import atomic_path, write_json, write_text
+from chatsft.io import atomic_path, remove_stale_temporaries, write_json, write_text
 from chatsft.modeling import load_tokenizer, prepare_base
 from chatsft.params import DataParams, ModelParams, Params, TokenizeParams, TrainParams, load_params
 from chatsft.presets import DataSection, get_preset
@@ -64,15 +65,26 @@ def run_pipeline(params: Params, output_dir: str | Path) -> dict:
 def prepare(params: Params, out: Path) -> None:
     """clean -> base -> tokenize into `out`, and the params used, in `out/params.yaml`."""
     out.mkdir(parents=True, exist_ok=True)
+    # What a killed earlier run into `out` left (the stages do the same at their start).
+    remove_stale_temporaries(*(out / name for name in (PARAMS_FILE, "clean", "base", "tokenized",
+                                                       "tokenize.json", "train.json")))
     write_text(out / PARAMS_FILE, yaml.safe_dump(params.model_dump(), sort_keys=False,
                                                  allow_unicode=True))
     result = clean_records(params.data)
     with atomic_path(out / "clean", is_dir=True) as tmp:
         write_clean(result, tmp)
+    report = result.report()
+    print(f"clean: {report['quarantined']} of {report['read']} records quarantined, with "
+          f"reason: {out / 'clean' / 'quarantine.jsonl'}")
     prepare_base(params.model, out / "clean" / "train.jsonl", out / "base")
     tokenizer = load_tokenizer(out / "base")
-    _, _, stats = write_tokenized(out / "clean", tokenizer, params.tokenize, out / "tokenized")
+    _, quarantine, stats = write_tokenized(out / "clean", tokenizer, params.tokenize,
+                                           out / "tokenized")
     write_json(out / "tokenize.json", stats)
+    print(f"tokenize: {len(quarantine)} conversations quarantined, with reason: "
+          f"{out / 'tokenized' / 'quarantine.jsonl'}")
+    for warning in stats["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def train_prepared(out: Path) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -57,3 +58,31 @@ def write_jsonl(path: str | Path, records: Iterable[object]) -> int:
 def read_jsonl(path: str | Path) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+# What `atomic_path` names its temporaries: tempfile.mkdtemp(prefix=f".{name}.") appends 8
+# characters from tempfile's alphabet (lower-case letters, digits, underscore).
+_TEMP_SUFFIX = re.compile(r"[a-z0-9_]{8}")
+
+
+def remove_stale_temporaries(*targets: str | Path) -> list[Path]:
+    """Delete the temporaries that `atomic_path` left beside `targets` when a run was killed
+    (for example `data/.clean.k3j_x9q2`); returns them. Only entries named exactly as
+    `atomic_path` names them for these targets are touched, nothing else of the user's.
+    Call it at a stage's start, for the stage's own outputs: another run writing the same
+    output at the same time would lose its temporary."""
+    removed = []
+    for target in map(Path, targets):
+        prefix = f".{target.name}."
+        if not target.parent.is_dir():
+            continue
+        for entry in target.parent.iterdir():
+            name = entry.name
+            if not (name.startswith(prefix) and _TEMP_SUFFIX.fullmatch(name[len(prefix):])):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:  # a temporary file, should atomic_path make files rather than folders
+                entry.unlink()
+            removed.append(entry)
+    return removed

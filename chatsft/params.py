@@ -7,6 +7,7 @@ value stops the stage with a message naming the key, before any work is done.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -47,7 +48,8 @@ class Source(_Section):
 
 class DataParams(_Section):
     raw: list[str | Source] = Field(
-        ["data/demo.jsonl"], min_length=1, description="Raw sources: paths or Source entries."
+        ["data/demo.jsonl"], min_length=1,
+        description="Raw sources: paths or Source entries (one path alone is a list of one)."
     )
     seed: int = Field(42, description="Seed of the deterministic split and sampling.")
     validation_fraction: float = Field(0.05, ge=0, lt=0.5, description="Share for validation.")
@@ -70,6 +72,12 @@ class DataParams(_Section):
         "keep", description="Tool-call records: keep them for the template (tokenize renders "
         "or quarantines them) or reject them as 'unsupported role'."
     )
+
+    @field_validator("raw", mode="before")
+    @classmethod
+    def _one_source(cls, value: object) -> object:
+        # `dvc exp run -S data.raw=chats.jsonl` sets a plain string.
+        return [value] if isinstance(value, str | dict) else value
 
     @field_validator("extra_special_tokens")
     @classmethod
@@ -183,9 +191,9 @@ class LoraParams(_Section):
 
 class TrainParams(_Section):
     seed: int = Field(42, description="Seed for init, data order and dropout.")
-    epochs: float = Field(3.0, gt=0, description="Passes over the training split.")
+    epochs: float = Field(5.0, gt=0, description="Passes over the training split.")
     max_steps: int = Field(-1, ge=-1, description="Stop after this many optimizer steps (-1: off).")
-    per_device_batch_size: int = Field(16, ge=1, description="Micro-batch size per device.")
+    per_device_batch_size: int = Field(4, ge=1, description="Micro-batch size per device.")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per step.")
     learning_rate: float = Field(3e-3, gt=0, lt=1, description="Peak learning rate.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW decay (not biases or norms).")
@@ -209,12 +217,12 @@ class TrainParams(_Section):
         "full", description="Train all weights, LoRA adapters, or LoRA on a quantized base."
     )
     lora: LoraParams = Field(default_factory=LoraParams, description="LoRA/QLoRA settings.")
-    eval_steps: int = Field(100, ge=1, description="Evaluate every N optimizer steps.")
+    eval_steps: int = Field(200, ge=1, description="Evaluate every N optimizer steps.")
     select_best: bool = Field(
         True, description="Finish with the checkpoint of lowest eval loss (not the last)."
     )
     early_stopping_patience: int = Field(
-        0, ge=0, description="Stop after N evals without improvement (0: off)."
+        3, ge=0, description="Stop after N evals without improvement (0: off)."
     )
     early_stopping_threshold: float = Field(
         0.0, ge=0, description="Smallest eval-loss decrease that counts as improvement."
@@ -226,7 +234,7 @@ class TrainParams(_Section):
     keep_checkpoints: bool = Field(
         False, description="Keep models/checkpoints after a successful run (else emptied)."
     )
-    logging_steps: int = Field(10, ge=1, description="Log every N optimizer steps.")
+    logging_steps: int = Field(1, ge=1, description="Log every N optimizer steps.")
     distributed: Literal["none", "ddp", "fsdp", "zero2", "zero3_offload"] = Field(
         "none", description="Launch with configs/accelerate/<name>.yaml (multi-GPU)."
     )
@@ -310,8 +318,12 @@ def parse_params(raw: dict, path: str = "params.yaml") -> Params:
         raise ParamsError(_describe(err, path)) from None
 
 
-def load_params(path: str | Path = "params.yaml", overrides: dict | None = None) -> Params:
-    """Read and validate params.yaml, with optional nested overrides merged on top."""
+def load_params(path: str | Path = "params.yaml", overrides: dict | None = None,
+                require: Iterable[str] = ()) -> Params:
+    """Read and validate params.yaml, with optional nested overrides merged on top.
+
+    `require` names the sections the caller reads: a file without them is an error naming
+    them, rather than a silent run on the schema's defaults."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -321,7 +333,18 @@ def load_params(path: str | Path = "params.yaml", overrides: dict | None = None)
         raise ParamsError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top level")
-    return parse_params(deep_merge(raw, overrides or {}), str(path))
+    missing = [name for name in require if name not in raw]
+    absent = (f"missing section{'s' * (len(missing) > 1)} {', '.join(missing)} (a stage reads "
+              "its sections from the file, not from defaults; see the shipped params.yaml)")
+    try:
+        params = parse_params(deep_merge(raw, overrides or {}), str(path))
+    except ParamsError as err:
+        if missing:  # a misspelt section name is both unknown and missing
+            raise ParamsError(f"{err}\n  {absent}") from None
+        raise
+    if missing:
+        raise ParamsError(f"{path}: {absent}")
+    return params
 
 
 def deep_merge(base: dict, extra: dict) -> dict:

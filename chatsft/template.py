@@ -74,6 +74,10 @@ class Skipped(UserError, ValueError):
 class TooLong(Skipped):
     reason = "too long"
 
+    def __init__(self, message: str, needed: int | None = None) -> None:
+        super().__init__(message)
+        self.needed = needed  # tokens of its shortest form (system prompt and last exchange)
+
 
 class UnsupportedRole(Skipped):
     reason = "unsupported role"
@@ -361,14 +365,15 @@ class ChatEncoder:
         results = self._encode_items(items, fast)
         for n, res in enumerate(results):
             if self._too_long(res):
-                results[n] = self._truncated(*items[n], fast)
+                results[n] = self._truncated(*items[n], fast, res)
         return results
 
     def _too_long(self, res: Result) -> bool:
         return self.max_length is not None and not isinstance(res, Exception) and any(
             len(e.input_ids) > self.max_length for e in res)
 
-    def _truncated(self, messages: list[dict], tools: list | None, fast: bool) -> Result:
+    def _truncated(self, messages: list[dict], tools: list | None, fast: bool,
+                   whole: list[Encoded]) -> Result:
         """Drop the oldest exchanges (a user turn and all up to the next one; the system prompt
         stays) until every sample fits: the fewest cuts, found by bisection."""
         system = 1 if messages and messages[0]["role"] == "system" else 0
@@ -382,8 +387,10 @@ class ChatEncoder:
         lo, hi = -1, len(cuts) - 1  # lo: known too long (no cut); hi: the candidate that fits
         best = attempt(hi) if cuts else None
         if best is None or self._too_long(best):
+            shortest = whole if best is None else best
             return TooLong(f"even with only the last exchange the conversation does not fit in "
-                           f"max_length {self.max_length} tokens")
+                           f"max_length {self.max_length} tokens",
+                           max(len(e.input_ids) for e in shortest))
         while hi - lo > 1:
             mid = (lo + hi) // 2
             res = attempt(mid)

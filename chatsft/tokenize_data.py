@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import math
 import multiprocessing
 import os
 from collections import Counter
@@ -19,7 +20,7 @@ from transformers import PreTrainedTokenizerBase
 from chatsft.io import atomic_path, read_jsonl, write_jsonl
 from chatsft.packing import pack_stats
 from chatsft.params import TokenizeParams
-from chatsft.template import ChatEncoder, ParityError
+from chatsft.template import ChatEncoder, ParityError, TooLong
 from chatsft.template_kwargs import USED_FILE, write_used
 
 FEATURES = Features(
@@ -27,6 +28,10 @@ FEATURES = Features(
 )
 SPLITS = ("train", "validation", "test")
 CHUNK = 1024  # records per batched tokenizer call
+# Above this share of a split quarantined as too long, the stage warns and suggests a
+# max_length: a silent loss of that size changes what the model learns.
+TOO_LONG_WARNING = 0.05
+KEEP_SHARE = 0.99
 
 
 _WORKER: ChatEncoder | None = None  # the encoder a forked worker process inherits
@@ -67,12 +72,15 @@ def tokenize_split(
     cols: dict[str, list] = {"input_ids": [], "labels": []}
     quarantine: list[dict] = []
     reasons: Counter = Counter()
+    needed: list[int] = []  # tokens the too-long conversations need to be kept
     truncated = dropped = split_conversations = supervised = 0
     for n, (rec, res) in enumerate(zip(records, encode_all(records, encoder, num_proc),
                                        strict=True), start=1):
         if isinstance(res, Exception):
             reason = "parity" if isinstance(res, ParityError) else res.reason
             reasons[reason] += 1
+            if isinstance(res, TooLong) and res.needed is not None:
+                needed.append(res.needed)
             quarantine.append({"source": source, "where": f"line {n}",
                                "reason": reason, "detail": str(res), "record": rec})
             continue
@@ -105,8 +113,35 @@ def tokenize_split(
         "supervised_tokens": supervised,
         "supervised_fraction": round(supervised / tokens, 6) if tokens else 0.0,
         "longest": max(map(len, cols["input_ids"]), default=0),
+        "too_long_fraction": round(len(needed) / len(records), 6) if records else 0.0,
+        "max_length_keeping_99pct": length_keeping(len(records) - len(quarantine), needed),
     }
     return cols, quarantine, stats
+
+
+def length_keeping(kept: int, needed: list[int], share: float = KEEP_SHARE) -> int | None:
+    """The smallest max_length that would keep `share` of the conversations that are either
+    kept now or too long (`needed`: the tokens each of those needs), or None when the current
+    one already does."""
+    target = math.ceil(share * (kept + len(needed)))
+    if kept >= target:
+        return None
+    return sorted(needed)[target - kept - 1]
+
+
+def too_long_warnings(stats: dict, max_length: int | None) -> list[str]:
+    """One line per split that lost more than TOO_LONG_WARNING of its conversations as too
+    long, with the max_length that would keep 99% of them."""
+    out = []
+    for split in SPLITS:
+        s = stats[split]
+        if s["too_long_fraction"] > TOO_LONG_WARNING:
+            out.append(
+                f"{split}: {s['quarantined']['too long']} of {s['conversations']} conversations "
+                f"({s['too_long_fraction']:.1%}) do not fit in tokenize.max_length {max_length} "
+                f"even with only their last exchange and were quarantined; tokenize.max_length "
+                f"{s['max_length_keeping_99pct']} would keep {KEEP_SHARE:.0%}")
+    return out
 
 
 def to_dataset(cols: dict[str, list]) -> Dataset:
@@ -151,6 +186,7 @@ def tokenize_all(
     capacity = encoder.max_length or max(map(len, train_cols["input_ids"]), default=1)
     stats["packing"] = {"capacity": capacity, **pack_stats(
         train_cols["input_ids"], train_cols["labels"], capacity, encoder.ignore_index)}
+    stats["warnings"] = too_long_warnings(stats, encoder.max_length)
     return datasets, quarantine, stats
 
 

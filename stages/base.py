@@ -2,7 +2,7 @@
 
 from chatsft.errors import user_errors_exit
 from chatsft.modeling import prepare_base
-from chatsft.params import load_params
+from chatsft.stage import start_stage
 
 TRAIN_SPLIT = "data/clean/train.jsonl"
 OUT_DIR = "models/base"
@@ -10,7 +10,7 @@ OUT_DIR = "models/base"
 
 @user_errors_exit
 def main() -> None:
-    info = prepare_base(load_params().model, TRAIN_SPLIT, OUT_DIR)
+    info = prepare_base(start_stage(["model"], [OUT_DIR]).model, TRAIN_SPLIT, OUT_DIR)
     print(f"base: {info}")
 
 

@@ -4,7 +4,7 @@ from chatsft.data.clean import clean_records, write_clean
 from chatsft.data.report import format_report
 from chatsft.errors import user_errors_exit
 from chatsft.io import atomic_path, write_json
-from chatsft.params import load_params
+from chatsft.stage import start_stage
 
 OUT_DIR = "data/clean"
 REPORT = "metrics/clean.json"
@@ -12,7 +12,7 @@ REPORT = "metrics/clean.json"
 
 @user_errors_exit
 def main() -> None:
-    params = load_params().data
+    params = start_stage(["data"], [OUT_DIR, REPORT]).data
     result = clean_records(params)
     report = result.report()
     with atomic_path(OUT_DIR, is_dir=True) as tmp:

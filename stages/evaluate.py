@@ -9,7 +9,7 @@ from chatsft.evaluation.run import evaluate_model, worst_table
 from chatsft.generation import load_for_inference
 from chatsft.io import read_jsonl, write_json, write_jsonl, write_text
 from chatsft.modeling import load_tokenizer
-from chatsft.params import load_params
+from chatsft.stage import start_stage
 
 SFT_DIR = "models/sft"
 BASE_DIR = "models/base"
@@ -23,7 +23,7 @@ WORST = "metrics/eval_worst.md"
 @user_errors_exit
 def main() -> None:
     start = time.perf_counter()
-    params = load_params()
+    params = start_stage(["evaluate", "tokenize", "model"], [METRICS, PREDICTIONS, WORST])
     p, m = params.evaluate, params.model
     tokenized = load_from_disk(TOKENIZED)
     test = read_jsonl(TEST)

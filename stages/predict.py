@@ -6,8 +6,8 @@ from chatsft.errors import user_errors_exit
 from chatsft.generation import load_for_inference
 from chatsft.io import write_jsonl
 from chatsft.modeling import load_tokenizer
-from chatsft.params import load_params
 from chatsft.predict import predict_file
+from chatsft.stage import start_stage
 
 SFT_DIR = "models/sft"
 OUTPUT = "models/predictions.jsonl"
@@ -16,7 +16,7 @@ OUTPUT = "models/predictions.jsonl"
 @user_errors_exit
 def main() -> None:
     start = time.perf_counter()
-    params = load_params()
+    params = start_stage(["predict", "model"], [OUTPUT])
     tokenizer = load_tokenizer(SFT_DIR)
     m = params.model
     model = load_for_inference(SFT_DIR, m.dtype, m.device_map, m.attn_implementation)

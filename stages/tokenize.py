@@ -3,12 +3,13 @@
 A parity mismatch between training and inference tokens stops the stage (exit status 1)
 naming the record and the first differing token."""
 
+import sys
 from pathlib import Path
 
 from chatsft.errors import user_errors_exit
 from chatsft.io import write_json, write_text
 from chatsft.modeling import load_tokenizer
-from chatsft.params import load_params
+from chatsft.stage import start_stage
 from chatsft.tokenize_data import audit_html, write_tokenized
 
 CLEAN_DIR = Path("data/clean")
@@ -20,7 +21,7 @@ AUDIT = "metrics/mask_audit.html"
 
 @user_errors_exit
 def main() -> None:
-    params = load_params().tokenize
+    params = start_stage(["tokenize"], [OUT_DIR, STATS, AUDIT]).tokenize
     tokenizer = load_tokenizer(BASE_DIR)
     datasets, quarantine, stats = write_tokenized(CLEAN_DIR, tokenizer, params, OUT_DIR)
     write_json(STATS, stats)
@@ -33,6 +34,8 @@ def main() -> None:
               f"{s['truncated']} truncated, quarantined {s['quarantined'] or 'none'}")
     if quarantine:
         print(f"quarantined records, with reason: {OUT_DIR}/quarantine.jsonl")
+    for warning in stats["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"mask audit: {AUDIT}")
 
 

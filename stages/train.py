@@ -11,7 +11,7 @@ from pathlib import Path
 from chatsft.errors import user_errors_exit
 from chatsft.io import write_json
 from chatsft.modeling import load_tokenizer
-from chatsft.params import load_params
+from chatsft.stage import start_stage
 from chatsft.template_kwargs import USED_FILE, stamp_used
 from chatsft.training.data import load_splits
 from chatsft.training.launch import launch_command, relaunch
@@ -27,7 +27,7 @@ SUMMARY = "metrics/train.json"
 
 @user_errors_exit
 def main() -> None:
-    params = load_params()
+    params = start_stage(["train", "tokenize", "model"], [OUT_DIR, SUMMARY])
     cmd = launch_command(params.train, ["-m", "stages.train"])
     if cmd:
         relaunch(cmd)

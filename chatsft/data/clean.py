@@ -1,7 +1,8 @@
 """The clean stage's core: read every source, validate, deduplicate, split, account.
 
-Every record read ends either kept (in a split) or quarantined with its reason: for every
-source, kept + quarantined = read. A source whose every record is rejected, or that holds no
+Every record read ends kept (in a split), quarantined with its reason, or unsampled (left
+out by the source's max_samples or a weight below 1): for every source, kept + quarantined +
+unsampled = read. A source whose every record is rejected, or that holds no
 record, stops the stage rather than training on nothing.
 
 Splits are grouped by prompt: a conversation's split is a hash of its first user turn
@@ -129,12 +130,8 @@ class Cleaner:
 
 
 def _quarantine_entry(rec: RawRecord, reason: str, detail: str) -> dict:
-    entry = {"source": rec.source, "where": rec.locator, "reason": reason, "detail": detail}
-    if rec.error is None:
-        entry["record"] = rec.value
-    else:
-        entry["text"] = rec.text
-    return entry
+    return {"source": rec.source, "where": rec.locator, "reason": reason, "detail": detail,
+            "text": rec.original()}
 
 
 def _select(kept: list[tuple[bytes, str, SourceReport]], source: Source, seed: int,
@@ -145,7 +142,9 @@ def _select(kept: list[tuple[bytes, str, SourceReport]], source: Source, seed: i
         rng = random.Random(f"{seed}:sample:{source.path}")
         chosen = set(rng.sample(range(len(kept)), source.max_samples))
         for i, (_, _, report) in enumerate(kept):
-            report.unsampled += i not in chosen
+            if i not in chosen:
+                report.unsampled += 1
+                report.kept -= 1
         kept = [k for i, k in enumerate(kept) if i in chosen]
     rng = random.Random(f"{seed}:weight:{source.path}")
     whole, frac = int(source.weight), source.weight - int(source.weight)
@@ -153,7 +152,9 @@ def _select(kept: list[tuple[bytes, str, SourceReport]], source: Source, seed: i
         copies = 1
         if split == "train" and source.weight != 1:
             copies = whole + (rng.random() < frac)
-            report.unsampled += copies == 0
+            if copies == 0:
+                report.unsampled += 1
+                report.kept -= 1
         splits[split].extend([line] * copies)
         report.written[split] += copies
 
@@ -206,9 +207,9 @@ def _emptiness(name: str, report: SourceReport) -> str | None:
 
 
 def quarantine_lines(entries: list[dict]) -> Iterator[bytes]:
-    """Quarantine entries as JSONL lines. Lone surrogates (bad bytes kept by surrogateescape,
-    or escapes in the source) are written as JSON escapes, so every line reads back to
-    exactly the record as read."""
+    """Quarantine entries as JSONL lines. Lone surrogates (bad bytes kept by surrogateescape)
+    are written as JSON escapes, so every entry's `text` reads back to exactly the record's
+    original bytes (`text.encode("utf-8", "surrogateescape")`)."""
     for entry in entries:
         try:
             line = json.dumps(entry, ensure_ascii=False).encode("utf-8")

@@ -1,7 +1,8 @@
 """The clean stage's account of every record: counts by source and reason, and its text form.
 
 `metrics/clean.json` holds `CleanReport.to_dict()`; the stage and `chatsft data check` print
-`format_report()`. Invariant (tested): for every source, kept + quarantined = read.
+`format_report()`. Invariant (tested): for every source, kept + quarantined + unsampled =
+read.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ SPLITS = ("train", "validation", "test")
 
 @dataclass
 class SourceReport:
-    """Counts for one file. `kept` passed cleaning; `unsampled` of those were left out by the
-    source's max_samples or a weight below 1; `written` counts lines per split (train
-    repeats included)."""
+    """Counts for one file. `kept` passed cleaning and are written; `unsampled` passed cleaning
+    but were left out by the source's max_samples or a weight below 1; `written` counts lines
+    per split (train repeats included)."""
 
     read: int = 0
     kept: int = 0
@@ -66,13 +67,14 @@ def format_report(report: dict, quarantine: list[dict], examples: int = 3) -> st
         lines.append(f"{name}: read {s['read']}, kept {s['kept']}, quarantined "
                      f"{s['quarantined']} (formats: {formats})")
         if s["unsampled"]:
-            lines.append(f"  {s['unsampled']} kept records left out by max_samples or weight")
+            lines.append(f"  {s['unsampled']} valid records left out by max_samples or weight")
         for reason, n in sorted(s["by_reason"].items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"  {n:>7}  {reason}")
             for q in shown.get((name, reason), []):
                 lines.append(f"           {q['where']}: {q['detail'][:120]}")
     sp = report["splits"]
+    unsampled = f", unsampled {report['unsampled']}" if report["unsampled"] else ""
     lines.append(f"total: read {report['read']}, kept {report['kept']}, quarantined "
-                 f"{report['quarantined']}; written train {sp['train']}, validation "
+                 f"{report['quarantined']}{unsampled}; written train {sp['train']}, validation "
                  f"{sp['validation']}, test {sp['test']}")
     return "\n".join(lines)

@@ -10,7 +10,9 @@ file and line.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,17 @@ class RawRecord:
         self.locator = locator  # "line 12" (JSONL) or "index 3" (JSON array)
         self.value = value  # the parsed JSON value, when it parsed
         self.error = error  # (reason, detail) when the record cannot be used as read
-        self.text = text  # the raw text, kept for the quarantine when it did not parse
+        # The record's original text, byte for byte (a JSONL line with its line break, or a
+        # JSON array element's span): the quarantine keeps it verbatim, duplicate keys and
+        # number spellings such as 1.0e2 included, which re-serializing the value would lose.
+        self.text = text
+
+    def original(self) -> str:
+        """The record's text as in the file, without the line break."""
+        text = self.text
+        if text.endswith("\n"):
+            text = text[:-1]
+        return text[:-1] if text.endswith("\r") else text
 
 
 def _no_constants(name: str) -> Any:
@@ -118,14 +130,33 @@ def _read_json(path: Path) -> list[RawRecord] | None:
                           ) from None
     except (ValueError, RecursionError) as e:
         raise SourceError(f"{name}: not valid JSON ({e})") from None
-    items = value if isinstance(value, list) else [value]
+    items = _array_items(text) if isinstance(value, list) else [(value, text.strip())]
     records = []
-    for i, item in enumerate(items):
-        rec = RawRecord(name, f"index {i}", value=item)
+    for i, (item, span) in enumerate(items):
+        rec = RawRecord(name, f"index {i}", value=item, text=span)
         if bad_bytes and not _encodable(item):
             rec.error = ("invalid UTF-8", "the record holds bytes that are not UTF-8")
         records.append(rec)
     return records
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _array_items(text: str) -> list[tuple[Any, str]]:
+    """Each element of the JSON array `text` (already known to parse) with its original text.
+    The stdlib's decoder gives values only; its raw_decode, element by element, gives where
+    each one ends."""
+    i = _WHITESPACE.match(text, 0).end() + 1  # past "["
+    items = []
+    while True:
+        i = _WHITESPACE.match(text, i).end()
+        if text[i] == "]":
+            return items
+        value, end = _DECODER.raw_decode(text, i)
+        items.append((value, text[i:end]))
+        i = _WHITESPACE.match(text, end).end()
+        i += text[i] == ","
 
 
 def _encodable(value: Any) -> bool:
@@ -151,7 +182,7 @@ def _read_jsonl(path: Path) -> Iterator[RawRecord]:
             except UnicodeDecodeError as err:
                 if not parsed_any:
                     raise SourceError(f"{name}: {locator}: not UTF-8 text ({err})") from None
-                text = raw.decode("utf-8", "surrogateescape").rstrip("\r\n")
+                text = raw.decode("utf-8", "surrogateescape")
                 yield RawRecord(name, locator, error=("invalid UTF-8", str(err)), text=text)
                 continue
             try:
@@ -160,11 +191,10 @@ def _read_jsonl(path: Path) -> Iterator[RawRecord]:
                 if not parsed_any:
                     raise SourceError(f"{name}: {locator}: not JSON or JSONL ({_msg(err)})"
                                       ) from None
-                yield RawRecord(name, locator, error=("not JSON", _msg(err)),
-                                text=text.rstrip("\r\n"))
+                yield RawRecord(name, locator, error=("not JSON", _msg(err)), text=text)
                 continue
             parsed_any = True
-            yield RawRecord(name, locator, value=value)
+            yield RawRecord(name, locator, value=value, text=text)
 
 
 def _msg(err: Exception) -> str:
@@ -173,3 +203,18 @@ def _msg(err: Exception) -> str:
     if isinstance(err, RecursionError):
         return "nested too deeply"
     return str(err)
+
+
+def fingerprint(paths: list[str]) -> list[dict]:
+    """Every file the `paths` (files, globs, directories) name, with its size and SHA-256: what
+    the clean stage will read. DVC cannot take a list from params as dependencies, so the
+    validate stage writes this and the clean stage depends on it."""
+    files = []
+    for path in paths:
+        for f in expand(path):
+            digest = hashlib.sha256()
+            with open(f, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
+            files.append({"path": str(f), "size": f.stat().st_size, "sha256": digest.hexdigest()})
+    return files

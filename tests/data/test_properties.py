@@ -52,11 +52,12 @@ def conversations(draw) -> dict:
     return record
 
 
-def _clean_file(lines: list[bytes], **params) -> tuple:
+def _clean_file(lines: list[bytes], source: dict | None = None, **params) -> tuple:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "raw.jsonl"
         path.write_bytes(b"\n".join(lines) + b"\n")
-        result = clean_records(DataParams(raw=[str(path)], **params), strict=False)
+        raw = [{"path": str(path), **(source or {})}]
+        result = clean_records(DataParams(raw=raw, **params), strict=False)
         write_clean(result, Path(tmp) / "out")  # writing never fails either
         return result, result.report()
 
@@ -93,16 +94,26 @@ raw_lines = (json_values.map(lambda v: json.dumps(v).encode())
 
 
 @SETTINGS
-@given(st.lists(raw_lines, min_size=1, max_size=12), st.sampled_from(["keep", "reject"]))
-def test_any_record_is_kept_or_quarantined_never_lost_never_a_crash(lines, tool_calls):
+@given(st.lists(raw_lines, min_size=1, max_size=12), st.sampled_from(["keep", "reject"]),
+       st.none() | st.integers(1, 12), st.sampled_from([1.0, 0.3, 0.5, 1.5, 2.0, 2.5]))
+def test_any_record_is_kept_or_quarantined_never_lost_never_a_crash(lines, tool_calls,
+                                                                   max_samples, weight):
     first = json.dumps({"messages": [{"role": "user", "content": "first"},
                                      {"role": "assistant", "content": "line"}]}).encode()
-    result, report = _clean_file([first, *lines], tool_calls=tool_calls,
-                                 validation_fraction=0.3, test_fraction=0.3)
+    result, report = _clean_file([first, *lines], {"max_samples": max_samples, "weight": weight},
+                                 tool_calls=tool_calls, validation_fraction=0.3,
+                                 test_fraction=0.3)
     read = 1 + sum(1 for x in lines if x.strip())
-    assert report["read"] == read == report["kept"] + report["quarantined"]
+    assert report["read"] == read == report["kept"] + report["quarantined"] + report["unsampled"]
+    (source,) = report["by_source"].values()
+    assert source["read"] == source["kept"] + source["quarantined"] + source["unsampled"]
     assert len(result.quarantine) == report["quarantined"]
-    assert sum(map(len, result.splits.values())) == report["kept"]
+    # Kept records are the distinct lines written (train may repeat them, by the weight).
+    lines_out = [x for split in result.splits.values() for x in split]
+    assert len(set(lines_out)) == report["kept"]
+    assert len(lines_out) == sum(source["written"].values()) == sum(report["splits"].values())
+    if max_samples is not None:
+        assert report["kept"] <= max_samples
     for entry in result.quarantine:
         assert entry["reason"] and isinstance(entry["detail"], str)
     for entry, out in zip(result.quarantine, quarantine_lines(result.quarantine), strict=True):

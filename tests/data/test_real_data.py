@@ -78,7 +78,7 @@ def test_tool_call_file_is_kept_in_the_openai_form():
     assert result.records("train") == [_oracle_tool_record(r) for r in valid]
     reasons = {q["reason"] for q in result.quarantine}
     assert reasons == {"duplicate", "tool result without call"}
-    orphans = [q["record"] for q in result.quarantine if q["reason"] != "duplicate"]
+    orphans = [json.loads(q["text"]) for q in result.quarantine if q["reason"] != "duplicate"]
     assert all(_orphan_observation(r) for r in orphans)
 
 

@@ -68,10 +68,11 @@ def test_sources_declare_format_weight_and_sample_count(tmp_path):
     report = result.report()
     chat_src, alp_src, half = report["by_source"].values()
     half_train = 200 - half["written"]["validation"] - half["written"]["test"]
-    assert half["kept"] == 200 and half["unsampled"] == half_train - half["written"]["train"]
+    assert half["unsampled"] == half_train - half["written"]["train"]
+    assert half["kept"] + half["unsampled"] == half["read"] == 200
     assert 0.35 * half_train < half["written"]["train"] < 0.65 * half_train
     assert chat_src["kept"] == 40 and chat_src["formats"] == {"chatml": 40}
-    assert alp_src["kept"] == 30 and alp_src["unsampled"] == 20
+    assert alp_src["kept"] == 10 and alp_src["unsampled"] == 20
     assert sum(alp_src["written"].values()) == 10
     train_chat = chat_src["written"]["train"]
     n_train = 40 - chat_src["written"]["validation"] - chat_src["written"]["test"]

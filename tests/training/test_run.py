@@ -150,5 +150,6 @@ def test_checkpoints_must_exist_at_evals_for_best_selection():
     bad = {"save_steps": 3, "eval_steps": 2}
     with pytest.raises(ParamsError, match=r"train.save_steps: .*multiple of eval_steps \(2\)"):
         parse_params({"train": bad})
-    parse_params({"train": bad | {"select_best": False}})  # fine without best selection
+    # Fine without best selection and early stopping (the default patience is 3).
+    parse_params({"train": bad | {"select_best": False, "early_stopping_patience": 0}})
     assert parse_params({"train": {"eval_steps": 7}}).train.checkpoint_steps() == 7
