@@ -23,21 +23,21 @@ def free_port() -> int:
 class Server:
     """`python -m chatsft.cli ARGS --port P`, started and ready (GET /health answers)."""
 
-    def __init__(self, args: list[str], timeout: float = 300.0, health: str = "/health") -> None:
+    def __init__(self, args: list[str], timeout: float = 300.0, cwd: Path = ROOT) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
                "TOKENIZERS_PARALLELISM": "false"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "chatsft.cli", *args, "--port", str(self.port)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
                 out, err = self.proc.communicate()
                 raise RuntimeError(f"the server exited with {self.proc.returncode}:\n{out}{err}")
             try:
-                if httpx.get(self.url + health, timeout=2).status_code == 200:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
                     return
             except httpx.TransportError:
                 pass

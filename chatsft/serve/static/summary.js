@@ -3,6 +3,8 @@
 
 const LABELS = {a: "A better", b: "B better", tie: "tie", both_bad: "both bad"};
 
+function shortName(path) { return path.replace(/\/+$/, "").split("/").slice(-2).join("/"); }
+
 function percent(x) { return x === null ? "–" : (100 * x).toFixed(1) + "%"; }
 function signed(x) { return x === null ? "–" : (x > 0 ? "+" : "") + x.toFixed(2); }
 
@@ -32,7 +34,8 @@ function render(s) {
   for (const r of s.rows) {
     const tr = document.createElement("tr");
     cell(tr, r.prompt);
-    cell(tr, LABELS[r.choice], "vote-" + r.choice);
+    const winner = {a: s.names.a, b: s.names.b}[r.choice];
+    cell(tr, winner ? shortName(winner) + " better" : LABELS[r.choice], "vote-" + r.choice);
     cell(tr, signed(r.delta.bleu4), r.delta.bleu4 > 0 ? "up" : r.delta.bleu4 < 0 ? "down" : "");
     cell(tr, signed(r.delta.rougeL), r.delta.rougeL > 0 ? "up" : r.delta.rougeL < 0 ? "down" : "");
     body.appendChild(tr);
