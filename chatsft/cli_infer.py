@@ -49,6 +49,11 @@ def generation_params(args: argparse.Namespace) -> GenerationParams:
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-path", required=True, help="a model directory, e.g. models/sft")
+    add_loading_args(parser)
+
+
+def add_loading_args(parser: argparse.ArgumentParser) -> None:
+    """--dtype, --device-map and --max-context."""
     parser.add_argument("--dtype", default="float32",
                         choices=["auto", "float32", "bfloat16", "float16"])
     parser.add_argument("--device-map", default=None,

@@ -81,6 +81,8 @@ def add_server_args(parser: argparse.ArgumentParser, port: int) -> None:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    from chatsft.cli_infer import add_loading_args
+
     serve = sub.add_parser("serve", help="an OpenAI-compatible HTTP server "
                            "(/v1/chat/completions, /v1/models, /health)")
     serve.add_argument("--model-path", action="append", required=True, metavar="[NAME=]PATH",
@@ -89,12 +91,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY` on "
                        "every route but /health (default: $CHATSFT_API_KEY, else none)")
     add_server_args(serve, 8000)
-    serve.add_argument("--dtype", default="float32",
-                       choices=["auto", "float32", "bfloat16", "float16"])
-    serve.add_argument("--device-map", default=None,
-                       help="transformers device_map, e.g. 'auto' (default: one GPU if any)")
-    serve.add_argument("--max-context", type=int, default=None,
-                       help="context window in tokens (default: max_position_embeddings)")
+    add_loading_args(serve)
     serve.add_argument("--max-batch-size", type=int, default=32,
                        help="requests generated together at most (default 32)")
     serve.add_argument("--batch-window-ms", type=float, default=10.0,

@@ -21,10 +21,11 @@ def _side(path: str, data: list | None, args: argparse.Namespace) -> dict:
     from chatsft.cli_infer import generation_params, load_model_and_tokenizer
     from chatsft.generation import generate_replies
 
-    model, tokenizer = load_model_and_tokenizer(path, args.dtype)
+    model, tokenizer = load_model_and_tokenizer(path, args.dtype, args.device_map)
     prompts = [p for p, _ in data]
     print(f"chatsft: {path}: generating {len(prompts)} replies", flush=True)
-    replies = generate_replies(model, tokenizer, prompts, generation_params(args))
+    replies = generate_replies(model, tokenizer, prompts, generation_params(args),
+                               args.max_context)
     return {prompt_key(p): (p, r.text, None) for p, r in zip(prompts, replies, strict=True)}
 
 
@@ -62,7 +63,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def add_compare_command(sub: argparse._SubParsersAction) -> None:
-    from chatsft.cli_infer import add_generation_args
+    from chatsft.cli_infer import add_generation_args, add_loading_args
     from chatsft.serve.cli import add_server_args
 
     compare = sub.add_parser(
@@ -81,8 +82,7 @@ def add_compare_command(sub: argparse._SubParsersAction) -> None:
     compare.add_argument("--export-preferences", metavar="FILE",
                          help="write {prompt, chosen, rejected} records for TRL's DPO trainer "
                          "from --votes, and exit")
-    compare.add_argument("--dtype", default="float32",
-                         choices=["auto", "float32", "bfloat16", "float16"])
+    add_loading_args(compare)
     add_server_args(compare, 8001)
     add_generation_args(compare)
     compare.set_defaults(func=_compare)

@@ -26,8 +26,10 @@ class Server:
     def __init__(self, args: list[str], timeout: float = 300.0, cwd: Path = ROOT) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
-               "TOKENIZERS_PARALLELISM": "false"}
+        # One OpenMP thread: on a busy CPU, torch's threads spin-wait for each other and a
+        # tiny model's request takes seconds instead of milliseconds.
+        env = {"OMP_NUM_THREADS": "1", **os.environ, "PYTHONPATH": str(ROOT),
+               "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "chatsft.cli", *args, "--port", str(self.port)],
             cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

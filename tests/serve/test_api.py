@@ -167,13 +167,14 @@ def test_every_bad_request_gets_its_status_not_a_500(client, server):
         client.chat.completions.create(model="tiny", messages=ASK, max_tokens=100000)
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_the_request_in_flight(bigram_model_dir, chatml_tokenizer):
     from tests.test_generation import prompt_end, words
 
     [a] = words(chatml_tokenizer, 1)
     path = bigram_model_dir({prompt_end(chatml_tokenizer): a}, default=a)  # never stops
     srv = Server(["serve", "--model-path", str(path)])
-    body = {"model": path.name, "messages": ASK[1:], "max_tokens": 400, "temperature": 0,
+    body = {"model": path.name, "messages": ASK[1:], "max_tokens": 300, "temperature": 0,
             "stream": True}
     with httpx.stream("POST", srv.url + "/v1/chat/completions", json=body, timeout=120) as r:
         lines = r.iter_lines()

@@ -105,8 +105,7 @@ def test_exported_preferences_load_as_a_dpo_dataset(tmp_path):
 
 def test_a_model_side_answers_the_data_prompts(tmp_path, two_word_model):
     """--a a model directory: its replies are generated from --data's prompts."""
-    import argparse
-
+    from chatsft.cli import build_parser
     from chatsft.serve.compare_cli import _side
 
     path, answer = two_word_model
@@ -115,9 +114,7 @@ def test_a_model_side_answers_the_data_prompts(tmp_path, two_word_model):
                             for p, r in zip(PROMPTS, REFS, strict=True)])
     data = load_references(str(data_file))
     assert [r for _, r in data] == REFS
-    args = argparse.Namespace(dtype="float32", **{k: None for k in (
-        "batch_size", "max_new_tokens", "do_sample", "temperature", "top_p", "top_k",
-        "repetition_penalty", "seed")})
+    args = build_parser().parse_args(["compare", "--a", str(path), "--data", str(data_file)])
     side = _side(str(path), data, args)
     other = predictions(tmp_path, "b", REFS)
     pairs = build_pairs(side, read_predictions(other), data)

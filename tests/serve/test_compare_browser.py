@@ -87,6 +87,7 @@ def screenshot(driver, name: str) -> None:
         driver.save_screenshot(str(Path(where) / name))
 
 
+@pytest.mark.slow
 def test_vote_with_keys_and_mouse_resume_and_summary(compare_server, browser):
     from selenium.webdriver.common.by import By
 
