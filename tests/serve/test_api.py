@@ -72,6 +72,13 @@ def test_reply_and_usage_equal_the_predict_path(client, dirs):
     assert choice.finish_reason == ("stop" if stopped else "length")
 
 
+def test_a_seed_makes_sampling_repeatable(client):
+    kwargs = dict(model="tiny", messages=ASK, temperature=1.2, max_tokens=12)
+    first, again, other = (client.chat.completions.create(**kwargs, seed=s).choices[0]
+                           .message.content for s in (5, 5, 6))
+    assert first == again and first != other
+
+
 def test_streaming_sends_the_same_reply_in_pieces(client, server):
     kwargs = dict(model="tiny", messages=ASK, temperature=0, max_tokens=16)
     whole = client.chat.completions.create(**kwargs)
