@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     from chatsft.cli_infer import add_commands as add_infer_commands
 
     add_infer_commands(sub)  # chat, predict
+
+    from chatsft.serve.cli import add_commands as add_serve_commands
+
+    add_serve_commands(sub)  # serve, compare
     return parser
 
 

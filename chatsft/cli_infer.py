@@ -49,6 +49,11 @@ def generation_params(args: argparse.Namespace) -> GenerationParams:
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-path", required=True, help="a model directory, e.g. models/sft")
+    add_loading_args(parser)
+
+
+def add_loading_args(parser: argparse.ArgumentParser) -> None:
+    """--dtype, --device-map and --max-context."""
     parser.add_argument("--dtype", default="float32",
                         choices=["auto", "float32", "bfloat16", "float16"])
     parser.add_argument("--device-map", default=None,
@@ -57,15 +62,20 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                         help="context window in tokens (default: max_position_embeddings)")
 
 
-def _load(args: argparse.Namespace):
+def load_model_and_tokenizer(path: str, dtype: str = "float32", device_map: str | None = None):
+    """The model (eval mode, on the GPU if any) and its tokenizer; a UserError if unloadable."""
     from chatsft.generation import load_for_inference
     from chatsft.modeling import load_tokenizer
 
     try:
-        tokenizer = load_tokenizer(args.model_path)
+        tokenizer = load_tokenizer(path)
     except (OSError, ValueError) as err:
-        raise UserError(f"{args.model_path}: cannot load the tokenizer: {err}") from None
-    return load_for_inference(args.model_path, args.dtype, args.device_map), tokenizer
+        raise UserError(f"{path}: cannot load the tokenizer: {err}") from None
+    return load_for_inference(path, dtype, device_map), tokenizer
+
+
+def _load(args: argparse.Namespace):
+    return load_model_and_tokenizer(args.model_path, args.dtype, args.device_map)
 
 
 def _chat(args: argparse.Namespace) -> int:

@@ -80,7 +80,7 @@ def context_size(model: PreTrainedModel, max_context: int | None = None) -> int 
 
 
 def fit_prompt(
-    encoder: ChatEncoder, messages: list[dict], budget: int | None
+    encoder: ChatEncoder, messages: list[dict], budget: int | None, tools: list | None = None
 ) -> tuple[list[int], int]:
     """Prompt ids within `budget` tokens, dropping the oldest exchanges (the system prompt is
     kept); returns the ids and the number of messages dropped."""
@@ -88,7 +88,7 @@ def fit_prompt(
     body = messages[system:]
     dropped = 0
     while True:
-        ids = encoder.encode_prompt(messages[:system] + body)
+        ids = encoder.encode_prompt(messages[:system] + body, tools)
         if budget is None or len(ids) <= budget:
             return ids, dropped
         # Drop through the next user turn, so tool calls go with the exchange they belong to.

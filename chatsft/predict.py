@@ -16,8 +16,9 @@ from chatsft.generation import generate_replies
 from chatsft.params import GenerationParams
 
 
-def load_prompts(path: str) -> list[list[dict]]:
-    """Prompts from a JSON/JSONL file; a bad record stops with the file, record and reason."""
+def load_prompts(path: str, with_reply: bool = False) -> list[list[dict]]:
+    """Prompts from a JSON/JSONL file; a bad record stops with the file, record and reason.
+    `with_reply`: a record may also end with the assistant turn (a reference reply)."""
     prompts = []
     for file in expand(path):
         for rec in read_file(file):
@@ -28,8 +29,9 @@ def load_prompts(path: str) -> list[list[dict]]:
                 messages = to_messages(rec.value)
             except Reject as r:
                 raise Reject(r.reason, f"{where}: {r.detail}") from None
-            if not messages or messages[-1]["role"] != "user":
-                raise Reject("prompt must end with a user turn", where)
+            ends = ("user", "assistant") if with_reply else ("user",)
+            if not messages or messages[-1]["role"] not in ends:
+                raise Reject(f"prompt must end with a {' or '.join(ends)} turn", where)
             prompts.append(messages)
     if not prompts:
         raise Reject("no prompts", f"{path} holds no records")

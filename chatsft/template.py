@@ -326,6 +326,10 @@ class ChatEncoder:
                              tools)
         return len(os.path.commonprefix([through, probe]))
 
+    def supports_tools(self, tools: list | None = None) -> bool:
+        """Whether the template (for these tools) renders tool definitions and calls."""
+        return self._info(tools or _PROBE_TOOLS).supports_tools
+
     def end_of_turn_ids(self) -> set[int]:
         """The control token(s) that close an assistant reply: the last supervised control
         token of a one-exchange sample, and of a tool-call exchange when the template renders
@@ -333,7 +337,7 @@ class ChatEncoder:
         control tokens too, but they open and close the reasoning, not the turn."""
         exchanges = [([{"role": "user", "content": "hi"},
                        {"role": "assistant", "content": "hello"}], None)]
-        if self._info(_PROBE_TOOLS).supports_tools:
+        if self.supports_tools():
             call = {"type": "function", "function": {"name": "f", "arguments": {"x": 1}}}
             exchanges.append(([{"role": "user", "content": "hi"},
                                {"role": "assistant", "content": "", "tool_calls": [call]}],

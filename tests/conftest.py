@@ -66,47 +66,19 @@ from tests.pipeline_clone import pipeline_repo  # noqa: E402, F401
 
 @pytest.fixture(scope="session")
 def bigram_model_dir(tmp_path_factory, chatml_tokenizer, tiny_sizes):
-    """Factory of saved tiny Qwen2 models whose next token depends only on the current one.
-
-    `make(transitions, default)` maps token ids to the id that follows them; every other token
-    is followed by `default`. With `default=None` all other next tokens are about equally
-    likely (logits rising slightly with the id, so there are no ties).
-    Special tokens are never generated unless a transition names one. The weights make this
-    exact: attention and MLP outputs are zero, so the final hidden state is the current
-    token's (one-hot) embedding, and the output layer maps each one-hot slot to its successor.
-    `eos_token` replaces the tokenizer's and model's eos (like a base model's <|endoftext|>).
+    """Factory of saved tiny Qwen2 models whose next token depends only on the current one:
+    `make(transitions, default)` (see `tests.bigram.bigram_model`). `eos_token` replaces the
+    tokenizer's and model's eos (like a base model's <|endoftext|>).
     """
     import copy
 
-    import torch
-
-    from chatsft.modeling import build_scratch_model
+    from tests.bigram import bigram_model
 
     def make(transitions: dict[int, int], default: int | None, eos_token: str | None = None,
              max_position_embeddings: int = 512) -> Path:
         tok = copy.deepcopy(chatml_tokenizer)
-        sizes = tiny_sizes.model_copy(update={"tie_word_embeddings": False,
-                                              "max_position_embeddings": max_position_embeddings})
-        model = build_scratch_model(tok, sizes)
-        hidden = sizes.hidden_size
-        assert len(transitions) < hidden
-        with torch.no_grad():
-            for layer in model.model.layers:
-                layer.self_attn.o_proj.weight.zero_()
-                layer.mlp.down_proj.weight.zero_()
-            embed, head = model.model.embed_tokens.weight, model.lm_head.weight
-            embed.zero_()
-            embed[:, 0] = 1.0  # slot 0: every token without a transition
-            head.zero_()
-            if default is None:  # nearly uniform, without ties (top-k keeps all tied tokens)
-                head[:, 0] = torch.linspace(0.0, 1e-3, head.shape[0])
-            else:
-                head[default, 0] = 10.0
-            head[list(tok.added_tokens_decoder)] = -10.0
-            for slot, (src, dst) in enumerate(transitions.items(), start=1):
-                embed[src] = 0.0
-                embed[src, slot] = 1.0
-                head[dst, slot] = 10.0
+        sizes = tiny_sizes.model_copy(update={"max_position_embeddings": max_position_embeddings})
+        model = bigram_model(tok, sizes, transitions, default)
         if eos_token:
             tok.eos_token = eos_token
             model.generation_config.eos_token_id = [tok.convert_tokens_to_ids(eos_token)]
