@@ -19,7 +19,6 @@ import datetime as dt
 import functools
 import importlib.util
 import json
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +74,7 @@ def _tokenizer_dir(family: Family) -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(name: str) -> tuple:
     family = FAMILIES[name]
     tok = AutoTokenizer.from_pretrained(str(_tokenizer_dir(family)))
@@ -89,7 +88,7 @@ def tokenizer(name: str):
     return _load(name)[0]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def encoder(name: str, train_reasoning: bool = True, mask_empty_think: bool = False,
             enable_thinking: bool | None = None) -> ChatEncoder:
     kwargs = dict(FAMILIES[name].kwargs)
@@ -160,7 +159,8 @@ def conversations() -> tuple[dict, ...]:
     en, zh = _raw("alpaca_en_demo.json"), _raw("alpaca_zh_demo.json")
     glaive = _raw("glaive_toolcall_zh_demo.json")
     chains = [{"messages": [m for r in group for m in (
-        {"role": "user", "content": r["instruction"]}, {"role": "assistant", "content": r["output"]})]}
+        {"role": "user", "content": r["instruction"]},
+        {"role": "assistant", "content": r["output"]})]}
         for group in zip(en[200:260:3], zh[200:260:3], en[201:261:3], strict=True)]
     raw = en[:80] + zh[:80] + glaive[:120] + chains + reasoning_raw(en[100:160] + zh[100:120],
                                                                     glaive[120:140])
@@ -296,3 +296,183 @@ def test_end_of_turn_is_the_templates_only(name):
     # <|eom_id|> closes Llama's built-in (ipython) tool calls only, which no record here uses.
     assert tok.convert_ids_to_tokens(sorted(ends)) == [end]
     assert not ends & set(tok.convert_tokens_to_ids(["<think>", "</think>"]))
+
+
+# -- reasoning (Qwen3) -----------------------------------------------------------------------
+
+def _runs(labels: list[int]) -> list[tuple[int, int]]:
+    out, start = [], None
+    for i, lab in enumerate([*labels, IGNORE]):
+        if lab != IGNORE and start is None:
+            start = i
+        elif lab == IGNORE and start is not None:
+            out.append((start, i))
+            start = None
+    return out
+
+
+def supervised_texts(name: str, rec: dict, **options) -> list[str]:
+    """The supervised text of each trained turn, in order."""
+    tok, out = tokenizer(name), []
+    for sample in _results(name, rec, **options):
+        out += [tok.decode(sample.input_ids[a:b]) for a, b in _runs(sample.labels)]
+    return out
+
+
+def _results(name: str, rec: dict, **options) -> list:
+    res = encoder(name, **options).encode_records([rec])[0]
+    if isinstance(res, Exception):
+        raise res
+    return res
+
+
+def _reasoning_records() -> list[tuple[dict, dict]]:
+    """(raw, clean-normalised) reasoning records, single- and multi-turn, whose raw form has the
+    reasoning inline in the content or in reasoning_content."""
+    en = _raw("alpaca_en_demo.json")[300:330]
+    return [(raw, to_record(raw)) for raw in reasoning_raw(en, [])]
+
+
+def test_reasoning_renders_as_the_official_template():
+    tok, enc = tokenizer("qwen3"), encoder("qwen3")
+    inline_seen = field_seen = 0
+    for raw, rec in _reasoning_records():
+        msgs = rec["messages"]
+        raw_msgs = raw.get("messages")
+        for cut in range(1, len(msgs) + 1):
+            for gen in (False, True):
+                ours = enc.render(msgs[:cut], add_generation_prompt=gen)
+                assert ours == tok.apply_chat_template(msgs[:cut], tokenize=False,
+                                                       add_generation_prompt=gen)
+                if raw_msgs is not None:  # the inline form, rendered by the official template
+                    assert ours == tok.apply_chat_template(raw_msgs[:cut], tokenize=False,
+                                                           add_generation_prompt=gen)
+        for m in raw_msgs or []:
+            inline_seen += "</think>" in m["content"]
+            field_seen += "reasoning_content" in m
+        assert not any("</think>" in m["content"] for m in msgs)  # clean moved it out
+    assert inline_seen >= 5 and field_seen >= 5
+
+
+def test_inline_think_block_is_normalised_like_reasoning_content():
+    for raw, rec in _reasoning_records():
+        msgs = raw.get("messages") or []
+        if not any("reasoning_content" in m for m in msgs):
+            continue
+        inline = [{"role": m["role"], "content": f"<think>\n{m['reasoning_content']}\n</think>"
+                   f"\n\n{m['content']}"} if "reasoning_content" in m else m for m in msgs]
+        assert to_record({"messages": inline}) == rec
+
+
+def _with_reasoning(rec: dict) -> list[tuple[str, str]]:
+    """(reasoning, answer) of each assistant turn."""
+    return [(m.get("reasoning_content") or "", m["content"]) for m in rec["messages"]
+            if m["role"] == "assistant"]
+
+
+def test_train_reasoning_false_puts_no_loss_on_the_think_block():
+    checked = 0
+    for _, rec in _reasoning_records():
+        turns = _with_reasoning(rec)
+        # Qwen3 renders every trained turn as the last one (one sample per turn): with its
+        # think block, empty or not.
+        assert supervised_texts("qwen3", rec) == [
+            f"<think>\n{r}\n</think>\n\n{a}<|im_end|>" for r, a in turns]
+        assert supervised_texts("qwen3", rec, train_reasoning=False) == [
+            f"{a}<|im_end|>" for _, a in turns]
+        ids = [s.input_ids for s in _results("qwen3", rec)]
+        assert [s.input_ids for s in _results("qwen3", rec, train_reasoning=False)] == ids
+        checked += len(turns)
+    assert checked >= 20
+
+
+def test_mask_empty_think_masks_empty_think_blocks_only():
+    empty = nonempty = 0
+    for _, rec in _reasoning_records():
+        want = [f"{a}<|im_end|>" if not r else f"<think>\n{r}\n</think>\n\n{a}<|im_end|>"
+                for r, a in _with_reasoning(rec)]
+        assert supervised_texts("qwen3", rec, mask_empty_think=True) == want
+        empty += sum(not r for r, _ in _with_reasoning(rec))
+        nonempty += sum(bool(r) for r, _ in _with_reasoning(rec))
+    plain = to_record(_raw("alpaca_en_demo.json")[0])  # no reasoning: an empty think block
+    answer = plain["messages"][-1]["content"]
+    assert supervised_texts("qwen3", plain) == [f"<think>\n\n</think>\n\n{answer}<|im_end|>"]
+    assert supervised_texts("qwen3", plain, mask_empty_think=True) == [f"{answer}<|im_end|>"]
+    assert empty >= 5 and nonempty >= 5
+
+
+def test_enable_thinking_false_puts_the_empty_think_block_in_the_prompt():
+    tok, enc = tokenizer("qwen3"), encoder("qwen3", enable_thinking=False)
+    think = set(tok.convert_tokens_to_ids(["<think>", "</think>"]))
+    for raw in _raw("alpaca_zh_demo.json")[:20] + _raw("alpaca_en_demo.json")[:20]:
+        rec = to_record(raw)
+        msgs = rec["messages"]
+        prompt = enc.encode_prompt(msgs[:-1])
+        assert prompt == tok.apply_chat_template(msgs[:-1], add_generation_prompt=True,
+                                                 enable_thinking=False, return_dict=False)
+        assert tok.decode(prompt).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+        (sample,) = _results("qwen3", rec, enable_thinking=False)
+        assert sample.input_ids[: len(prompt)] == prompt
+        assert supervised_texts("qwen3", rec, enable_thinking=False) == [
+            f"{msgs[-1]['content']}<|im_end|>"]
+        assert not think & {t for t, lab in zip(sample.input_ids, sample.labels, strict=True)
+                            if lab != IGNORE}
+
+
+# -- template date -----------------------------------------------------------------------------
+
+def _clock(day: dt.datetime) -> type:
+    class Clock(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return day
+
+    return Clock
+
+
+@pytest.fixture(scope="module")
+def dated_tokenizer():
+    """The Llama-3.2 tokenizer with a template that writes today's date (`strftime_now`)."""
+    tok = AutoTokenizer.from_pretrained(str(_tokenizer_dir(FAMILIES["llama3.1"])))
+    tok.chat_template = LLAMA32_DATE_TEMPLATE
+    return tok
+
+
+DAYS = (dt.datetime(2026, 12, 2, 9), dt.datetime(2027, 3, 15, 23))
+DATED = [{"role": "user", "content": "What day is it?"},
+         {"role": "assistant", "content": "Look at the system prompt."}]
+
+
+def _on(day: dt.datetime, monkeypatch, make) -> tuple[list[int], str]:
+    with monkeypatch.context() as patch:
+        patch.setattr(dt, "datetime", _clock(day))
+        enc = make()
+        return enc.encode(DATED).input_ids, enc.render(DATED)
+
+
+def test_template_date_pins_strftime_now(dated_tokenizer, monkeypatch):
+    """The tokenize stage run on two days gives the same tokens when the date is pinned, and
+    follows the clock when it is None (`template_date` given alone, as inference may)."""
+    def encoder_on(date):
+        return lambda: ChatEncoder(dated_tokenizer, template_date=date)
+
+    pinned = [_on(day, monkeypatch, encoder_on("2026-01-01")) for day in DAYS]
+    assert pinned[0] == pinned[1]
+    assert "Today Date: 01 Jan 2026\n" in pinned[0][1]
+    clock = [_on(day, monkeypatch, encoder_on(None)) for day in DAYS]
+    assert clock[0][0] != clock[1][0]
+    assert "Today Date: 02 Dec 2026\n" in clock[0][1]
+    assert "Today Date: 15 Mar 2027\n" in clock[1][1]
+
+
+def test_saved_template_date_is_used_at_inference(dated_tokenizer, monkeypatch):
+    tok = dated_tokenizer
+    saved = dict(tok.init_kwargs)
+    chatsft.template_kwargs.stamp(tok, {}, "2025-07-04")
+    try:
+        runs = [_on(day, monkeypatch, lambda: ChatEncoder(tok)) for day in DAYS]
+    finally:
+        tok.init_kwargs.clear()
+        tok.init_kwargs.update(saved)
+    assert runs[0] == runs[1]
+    assert "Today Date: 04 Jul 2025\n" in runs[0][1]
