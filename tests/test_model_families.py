@@ -19,6 +19,7 @@ import datetime as dt
 import functools
 import importlib.util
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from transformers import AutoTokenizer
 import chatsft.template_kwargs
 from chatsft.data.errors import Reject
 from chatsft.data.formats import to_record
-from chatsft.modeling import apply_chat_template_choice
+from chatsft.modeling import ModelLoadError, apply_chat_template_choice
 from chatsft.template import ChatEncoder, UnsupportedRole
 from tests.conftest import ROOT
 from tests.family_templates import (
@@ -282,10 +283,18 @@ def test_chatml_on_llama_adds_its_control_tokens():
     tok, added, before = _load("llama+chatml")
     assert tok.convert_ids_to_tokens(added) == ["<|im_start|>", "<|im_end|>"]
     assert sorted(added) == [before, before + 1]
+    assert all(tok.added_tokens_decoder[i].special for i in added)
     for name in ("qwen3", "qwen2.5", "llama3.1"):
         assert _load(name)[1] == []  # their tokenizers already have every control token
     ids = tok.encode("<|im_start|>user\nhi<|im_end|>", add_special_tokens=False)
     assert ids[0] == added[0] and ids[-1] == added[1]
+
+
+def test_base_tokenizer_without_template_needs_a_chat_template_choice():
+    tok = AutoTokenizer.from_pretrained(str(_tokenizer_dir(FAMILIES["llama3.1"])))
+    assert not tok.chat_template  # the Llama-3.2 tokenizer is shipped without one
+    with pytest.raises(ModelLoadError, match="model.chat_template to one of chatml"):
+        apply_chat_template_choice(tok, "auto", "llama-3.2")
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -384,6 +393,27 @@ def test_train_reasoning_false_puts_no_loss_on_the_think_block():
         assert [s.input_ids for s in _results("qwen3", rec, train_reasoning=False)] == ids
         checked += len(turns)
     assert checked >= 20
+
+
+THINK_BLOCK = re.compile(r"<think>\n.*?\n</think>\s*", re.S)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_train_reasoning_false_drops_the_think_block_in_every_family(name):
+    """Templates that do not render reasoning get it inline; train_reasoning=False still takes
+    the loss off exactly the think block, in plain and tool-call turns, and changes no token."""
+    en, glaive = _raw("alpaca_en_demo.json")[300:320], _raw("glaive_toolcall_zh_demo.json")
+    changed = 0
+    for rec in map(to_record, reasoning_raw(en, glaive[140:150])):
+        if rec.get("tools") and not encoder(name)._info(rec["tools"]).supports_tools:
+            continue
+        full = supervised_texts(name, rec)
+        assert supervised_texts(name, rec, train_reasoning=False) == [
+            THINK_BLOCK.sub("", t, count=1) if t.startswith("<think>") else t for t in full]
+        assert [s.input_ids for s in _results(name, rec, train_reasoning=False)] == [
+            s.input_ids for s in _results(name, rec)]
+        changed += sum(t.startswith("<think>") for t in full)
+    assert changed >= 10
 
 
 def test_mask_empty_think_masks_empty_think_blocks_only():
