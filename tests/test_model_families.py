@@ -31,7 +31,7 @@ from chatsft.data.errors import Reject
 from chatsft.data.formats import to_record
 from chatsft.modeling import ModelLoadError, apply_chat_template_choice
 from chatsft.template import ChatEncoder, UnsupportedRole
-from tests.conftest import ROOT
+from tests.conftest import REAL_DATA
 from tests.family_templates import (
     CHATML_MARKED,
     LLAMA31_MARKED,
@@ -102,10 +102,9 @@ def encoder(name: str, train_reasoning: bool = True, mask_empty_think: bool = Fa
 # -- data ------------------------------------------------------------------------------------
 
 def _real_dir() -> Path:
-    for path in (ROOT.parent / "shared" / "data" / "real", Path("/work/shared/data/real")):
-        if path.is_dir():
-            return path
-    pytest.skip("no shared/data/real next to the repository")
+    if not REAL_DATA.is_dir():
+        pytest.skip("no shared/data/real next to the repository")
+    return REAL_DATA
 
 
 def _raw(name: str) -> list:
