@@ -29,6 +29,7 @@ from transformers import AutoTokenizer
 import chatsft.template_kwargs
 from chatsft.data.errors import Reject
 from chatsft.data.formats import to_record
+from chatsft.generation import decode_reply
 from chatsft.modeling import ModelLoadError, apply_chat_template_choice
 from chatsft.template import ChatEncoder, UnsupportedRole
 from tests.conftest import REAL_DATA
@@ -413,6 +414,30 @@ def test_train_reasoning_false_drops_the_think_block_in_every_family(name):
             s.input_ids for s in _results(name, rec)]
         changed += sum(t.startswith("<think>") for t in full)
     assert changed >= 10
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_a_trained_reply_decodes_to_its_answer_and_reasoning(name):
+    """What a model trained on these labels generates (the supervised tokens, end-of-turn
+    included) comes back through decode_reply as the record's answer, reasoning apart: what
+    evaluate and predict report."""
+    enc = encoder(name)
+    stops = enc.end_of_turn_ids()
+    checked = 0
+    for _, rec in _reasoning_records():
+        turns = [m for m in rec["messages"] if m["role"] == "assistant"]
+        replies = [s.input_ids[a:b] for s in _results(name, rec) for a, b in _runs(s.labels)]
+        assert len(replies) == len(turns)
+        for tokens, turn in zip(replies, turns, strict=True):
+            assert tokens[-1] in stops
+            reply = decode_reply(tokenizer(name), tokens, stops)
+            assert reply.text == turn["content"].strip()
+            reasoning = turn.get("reasoning_content")
+            if reasoning is None and name == "qwen3":
+                reasoning = ""  # Qwen3 writes an empty think block for a turn without one
+            assert reply.reasoning == reasoning
+            checked += 1
+    assert checked >= 20
 
 
 def test_mask_empty_think_masks_empty_think_blocks_only():
