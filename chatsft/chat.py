@@ -129,9 +129,10 @@ class ChatSession:
         if "error" in result:
             raise result["error"]
         reply = decode_reply(self.tok, result["ids"], set(self.stops))
-        self.history += [{"role": "user", "content": text},
-                         {"role": "assistant", "content": reply.text,
-                          "reasoning_content": reply.reasoning}]
+        answer = {"role": "assistant", "content": reply.text}
+        if reply.reasoning is not None:  # a ChatML record carries the field only when it has one
+            answer["reasoning_content"] = reply.reasoning
+        self.history += [{"role": "user", "content": text}, answer]
         return reply
 
 

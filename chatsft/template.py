@@ -53,12 +53,14 @@ from transformers.utils.chat_template_utils import (
 from chatsft.errors import UserError
 from chatsft.reasoning import FIELDS as REASONING_FIELDS
 from chatsft.reasoning import inline, reasoning_of
-from chatsft.template_kwargs import DEFAULT_DATE, render_variables, saved_kwargs
+from chatsft.template_kwargs import render_variables, saved_kwargs
 
 # Stands in for an assistant message's answer to find where its think block ends (a
 # supplementary private-use character: no real text starts with it, and it is not one of
 # transformers' control-token markers).
 _ANSWER_SENTINEL = "\U000f7777"
+# `template_date`'s default, "what the tokenizer was saved with": None already means the clock.
+SAVED: Any = object()
 
 
 class ParityError(UserError, ValueError):
@@ -168,12 +170,13 @@ class ChatEncoder:
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, *, train_on: str = "all",
                  ignore_index: int = -100, max_length: int | None = None,
-                 template_kwargs: dict | None = None, template_date: str | None = DEFAULT_DATE,
+                 template_kwargs: dict | None = None, template_date: str | None = SAVED,
                  train_reasoning: bool = True, mask_empty_think: bool = False) -> None:
         """`template_kwargs` (variables such as `enable_thinking`) and `template_date` (what
-        the template's `strftime_now` returns) default to what the tokenizer was saved with
-        (`chatsft.template_kwargs`), so inference renders as training did. `train_reasoning`
-        False, or `mask_empty_think` with an empty one, puts no loss on a reply's think block.
+        the template's `strftime_now` returns, an ISO date or None for the clock) each default
+        to what the tokenizer was saved with (`chatsft.template_kwargs`), so inference renders
+        as training did. `train_reasoning` False, or `mask_empty_think` with an empty one, puts
+        no loss on a reply's think block.
         """
         if not tokenizer.chat_template:
             raise ValueError("the tokenizer has no chat template")
@@ -186,7 +189,7 @@ class ChatEncoder:
         self.special_tokens = dict(tokenizer.special_tokens_map)  # template variables
         saved, saved_date = saved_kwargs(tokenizer)
         self.template_kwargs = dict(saved if template_kwargs is None else template_kwargs)
-        self.template_date = saved_date if template_kwargs is None else template_date
+        self.template_date = saved_date if template_date is SAVED else template_date
         self.train_reasoning, self.mask_empty_think = train_reasoning, mask_empty_think
         self._templates: dict[str, _Template] = {}
         default = self._info(None)

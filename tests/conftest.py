@@ -11,7 +11,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL_DATA = ROOT.parent / "shared" / "data" / "real"
+# Next to the checkout (../shared), or the machine's shared folder for a worktree elsewhere.
+REAL_DATA = next((p for p in (ROOT.parent / "shared" / "data" / "real",
+                              Path("/work/shared/data/real")) if p.is_dir()),
+                 ROOT.parent / "shared" / "data" / "real")
 
 
 @pytest.fixture(scope="session")
