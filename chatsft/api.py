@@ -70,7 +70,7 @@ def prepare(params: Params, out: Path) -> None:
     with atomic_path(out / "clean", is_dir=True) as tmp:
         write_clean(result, tmp)
     prepare_base(params.model, out / "clean" / "train.jsonl", out / "base")
-    tokenizer = load_tokenizer(out / "base")
+    tokenizer = load_tokenizer(out / "base", trust_remote_code=params.model.trust_remote_code)
     _, _, stats = write_tokenized(out / "clean", tokenizer, params.tokenize, out / "tokenized")
     write_json(out / "tokenize.json", stats)
 
@@ -78,9 +78,9 @@ def prepare(params: Params, out: Path) -> None:
 def train_prepared(out: Path) -> dict:
     """The train stage on a directory `prepare` filled (in each process of a launch)."""
     params = load_params(out / PARAMS_FILE)
-    summary = run_training(params, out / "base", load_splits(out / "tokenized"),
-                           load_tokenizer(out / "base"), out / "model", out / "checkpoints",
-                           out / "logs")
+    tokenizer = load_tokenizer(out / "base", trust_remote_code=params.model.trust_remote_code)
+    summary = run_training(params, out / "base", load_splits(out / "tokenized"), tokenizer,
+                           out / "model", out / "checkpoints", out / "logs")
     if os.environ.get("RANK", "0") == "0":
         write_json(out / "train.json", summary)
     return summary

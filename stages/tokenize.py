@@ -20,8 +20,9 @@ AUDIT = "metrics/mask_audit.html"
 
 @user_errors_exit
 def main() -> None:
-    params = load_params().tokenize
-    tokenizer = load_tokenizer(BASE_DIR)
+    all_params = load_params()
+    params = all_params.tokenize
+    tokenizer = load_tokenizer(BASE_DIR, trust_remote_code=all_params.model.trust_remote_code)
     datasets, quarantine, stats = write_tokenized(CLEAN_DIR, tokenizer, params, OUT_DIR)
     write_json(STATS, stats)
     write_text(AUDIT, audit_html(tokenizer, datasets["train"], params.audit_samples,

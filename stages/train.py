@@ -29,7 +29,7 @@ def main() -> None:
     cmd = launch_command(params.train, ["-m", "stages.train"])
     if cmd:
         relaunch(cmd)
-    tokenizer = load_tokenizer(BASE_DIR)
+    tokenizer = load_tokenizer(BASE_DIR, trust_remote_code=params.model.trust_remote_code)
     summary = run_training(params, BASE_DIR, load_splits(TOKENIZED), tokenizer, OUT_DIR,
                            CHECKPOINTS, LIVE_DIR)
     if os.environ.get("RANK", "0") == "0":  # one writer in a multi-process launch
