@@ -43,10 +43,11 @@ def env() -> dict:
                 HF_HUB_OFFLINE="1")
 
 
-def run(args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+def run(args: list[str], cwd: Path, env_extra: dict | None = None,
+        **kwargs) -> subprocess.CompletedProcess:
     """A real process: `python ARGS` in `cwd`, output captured."""
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env(), capture_output=True,
-                          text=True, timeout=600, **kwargs)
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env() | (env_extra or {}),
+                          capture_output=True, text=True, timeout=600, **kwargs)
 
 
 def errors_of(proc: subprocess.CompletedProcess) -> list[str]:
