@@ -34,26 +34,30 @@ def check_output_kind(target: str | Path, is_dir: bool) -> None:
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path, is_dir: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling of `target`; on success, rename it onto `target`.
-
-    Only an output of the same kind is replaced; a directory output's previous version is
-    moved aside before the rename and removed after it.
-    """
+    """Yield a temporary sibling of `target`; on success, rename it onto `target`
+    (`replace_output`: only an output of the same kind is replaced)."""
     target = Path(target)
     check_output_kind(target, is_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     work = tmp if is_dir else tmp / target.name
-    previous = tmp.with_name(tmp.name + ".previous")
     try:
         yield work
-        check_output_kind(target, is_dir)  # it may have appeared while we were writing
-        if is_dir and target.is_dir() and not target.is_symlink():
-            os.replace(target, previous)  # os.replace cannot overwrite a non-empty directory
-        os.replace(work, target)
+        replace_output(work, target, is_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(previous, ignore_errors=True)
+
+
+def replace_output(work: Path, target: Path, is_dir: bool) -> None:
+    """Rename the finished `work` onto `target`, which may only hold an earlier output of the
+    same kind; a directory's earlier version is moved aside (os.replace cannot overwrite a
+    non-empty directory), then removed."""
+    check_output_kind(target, is_dir)  # it may have appeared while we were writing
+    previous = work.with_name(work.name + ".previous")
+    if is_dir and target.is_dir() and not target.is_symlink():
+        os.replace(target, previous)
+    os.replace(work, target)
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 def write_text(path: str | Path, text: str) -> None:

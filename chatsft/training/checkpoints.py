@@ -71,15 +71,22 @@ def mark_complete(path: Path) -> None:
         if f.is_file() and f.name not in (MARKER, tmp.name):
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-                digest = hashlib.file_digest(fh, "sha256").hexdigest()
             files[f.relative_to(path).as_posix()] = {"size": f.stat().st_size,
-                                                     "sha256": digest}
+                                                     "sha256": _sha256(f)}
     with open(tmp, "w") as fh:
         fh.write(json.dumps({"files": files}, indent=1) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path / MARKER)
     _fsync_dir(path)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def damage(path: Path) -> str | None:
@@ -97,9 +104,8 @@ def damage(path: Path) -> str | None:
         if size != want["size"]:
             return f"{name} has {size} bytes, {want['size']} were written (truncated)" if (
                 size < want["size"]) else f"{name} has {size} bytes, {want['size']} were written"
-        with open(f, "rb") as fh:
-            if hashlib.file_digest(fh, "sha256").hexdigest() != want["sha256"]:
-                return f"{name} does not match its recorded SHA-256 (corrupted)"
+        if _sha256(f) != want["sha256"]:
+            return f"{name} does not match its recorded SHA-256 (corrupted)"
     return None
 
 

@@ -17,7 +17,7 @@ from datasets import DatasetDict
 from transformers import EarlyStoppingCallback, PreTrainedTokenizerBase, ProgressCallback
 
 from chatsft.errors import UserError, disk_full_errors
-from chatsft.io import check_output_kind
+from chatsft.io import check_output_kind, replace_output
 from chatsft.modeling import check_finite_files
 from chatsft.params import Params
 from chatsft.training import checkpoints
@@ -151,12 +151,7 @@ def save_model(trainer: SFTTrainer, params: Params, base_dir: Path,
                                   params.model.trust_remote_code)
                 tokenizer.save_pretrained(tmp)
                 check_finite_files(tmp, str(out_dir))
-                check_output_kind(out_dir, is_dir=True)
-                old = out_dir.parent / f".{out_dir.name}.previous"
-                if out_dir.is_dir():
-                    os.replace(out_dir, old)
-                os.replace(tmp, out_dir)
-                shutil.rmtree(old, ignore_errors=True)
+                replace_output(tmp, out_dir, is_dir=True)
     finally:
         if is_main:
             shutil.rmtree(tmp, ignore_errors=True)
