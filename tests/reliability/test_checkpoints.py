@@ -11,6 +11,7 @@ import json
 import struct
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -33,6 +34,7 @@ def _summary(ws: Path) -> dict:
     return json.loads((ws / "metrics" / "train.json").read_text())
 
 
+@pytest.mark.slow
 def test_item3_corrupted_checkpoint_is_not_resumed(killed_workspace):
     """Item 3: bytes overwritten inside checkpoint-8/model.safetensors (same size, as NaN)
     are detected by the checksums recorded with the COMPLETE marker; the run falls back to
@@ -53,6 +55,7 @@ def test_item3_corrupted_checkpoint_is_not_resumed(killed_workspace):
     assert _finite(ws / "models" / "sft" / "model.safetensors")
 
 
+@pytest.mark.slow
 def test_item3_non_finite_loss_stops_training_and_writes_no_model(train_workspace):
     """Item 3: a NaN weight in the base model makes the loss NaN at the first step; the stage
     stops with one clear line and exit status 1, and writes no models/sft."""
@@ -69,6 +72,7 @@ def test_item3_non_finite_loss_stops_training_and_writes_no_model(train_workspac
     assert not any((ws / "models").glob(".sft*"))
 
 
+@pytest.mark.slow
 def test_item4_truncated_checkpoint_is_skipped(killed_workspace):
     """Item 4: checkpoint-8's optimizer state cut short on disk gives a message and a resume
     from checkpoint-4, not a traceback on every later run."""
@@ -85,6 +89,7 @@ def test_item4_truncated_checkpoint_is_skipped(killed_workspace):
     assert not (ws / CKPT / "checkpoint-8").exists() or not list((ws / CKPT).iterdir())
 
 
+@pytest.mark.slow
 def test_item5_resume_keeps_the_whole_loss_curve(killed_workspace):
     """Item 5: DVC deleted metrics/train before the rerun; the curve is restored from the
     checkpoint's copy, so loss.tsv has every step once, 1 to 12."""

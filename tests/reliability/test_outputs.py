@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from chatsft.io import OutputKindError, atomic_path
+from chatsft.errors import UserError
+from chatsft.io import atomic_path
 from tests.reliability.conftest import run
 
 PROMPT = json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n"
@@ -25,7 +26,7 @@ def test_item1_output_path_that_is_a_directory_is_never_removed(tmp_path, tiny_m
     """Item 1: `chatsft predict --output-path DIR` and `chatsft data check --quarantine DIR`
     (real processes) stop with a message naming DIR, which keeps its files."""
     data = tmp_path / "prompts.jsonl"
-    data.write_text(PROMPT + "not json\n")
+    data.write_text(PROMPT)
     precious = _user_dir(tmp_path)
     for args in (["predict", "--model-path", str(tiny_model_dir), "--data-path", str(data),
                   "--output-path", str(precious)],
@@ -42,7 +43,7 @@ def test_item1_directory_output_never_replaces_a_file(tmp_path):
     """Item 1, the other way round: a directory output where the user has a file."""
     target = tmp_path / "clean"
     target.write_text("not ours")
-    with pytest.raises(OutputKindError, match="exists and is a file, but this output is a "
+    with pytest.raises(UserError, match="exists and is a file, but this output is a "
                        "directory"), atomic_path(target, is_dir=True) as tmp:
         (tmp / "train.jsonl").write_text("{}\n")
     assert target.read_text() == "not ours"

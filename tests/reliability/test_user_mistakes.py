@@ -92,6 +92,7 @@ def test_item7_disk_full_in_clean_and_tokenize(tmp_path, raw_data, tiny_model_di
     assert not (ws / "metrics" / "tokenize.json").exists()
 
 
+@pytest.mark.slow
 @needs_tmpfs
 def test_item7_disk_full_in_checkpoint_and_model_save(train_workspace):
     """Item 7: ENOSPC while Trainer writes a checkpoint, and while the final model is saved:
