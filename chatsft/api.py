@@ -77,7 +77,7 @@ def prepare(params: Params, out: Path) -> None:
     print(f"clean: {report['quarantined']} of {report['read']} records quarantined, with "
           f"reason: {out / 'clean' / 'quarantine.jsonl'}")
     prepare_base(params.model, out / "clean" / "train.jsonl", out / "base")
-    tokenizer = load_tokenizer(out / "base")
+    tokenizer = load_tokenizer(out / "base", trust_remote_code=params.model.trust_remote_code)
     _, quarantine, stats = write_tokenized(out / "clean", tokenizer, params.tokenize,
                                            out / "tokenized")
     write_json(out / "tokenize.json", stats)
@@ -90,9 +90,9 @@ def prepare(params: Params, out: Path) -> None:
 def train_prepared(out: Path) -> dict:
     """The train stage on a directory `prepare` filled (in each process of a launch)."""
     params = load_params(out / PARAMS_FILE)
-    summary = run_training(params, out / "base", load_splits(out / "tokenized"),
-                           load_tokenizer(out / "base"), out / "model", out / "checkpoints",
-                           out / "logs")
+    tokenizer = load_tokenizer(out / "base", trust_remote_code=params.model.trust_remote_code)
+    summary = run_training(params, out / "base", load_splits(out / "tokenized"), tokenizer,
+                           out / "model", out / "checkpoints", out / "logs")
     if os.environ.get("RANK", "0") == "0":
         write_json(out / "train.json", summary)
     return summary

@@ -9,6 +9,7 @@ commands, so `chatsft --help` stays fast.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from pydantic import ValidationError
 
@@ -60,22 +61,28 @@ def add_loading_args(parser: argparse.ArgumentParser) -> None:
                         help="transformers device_map, e.g. 'auto' (default: one GPU if any)")
     parser.add_argument("--max-context", type=int, default=None,
                         help="context window in tokens (default: max_position_embeddings)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run Python code shipped with the model folder (unsafe; never "
+                        "switched on by the folder itself)")
 
 
-def load_model_and_tokenizer(path: str, dtype: str = "float32", device_map: str | None = None):
+def load_model_and_tokenizer(path: str, dtype: str = "float32", device_map: str | None = None,
+                             trust_remote_code: bool = False):
     """The model (eval mode, on the GPU if any) and its tokenizer; a UserError if unloadable."""
     from chatsft.generation import load_for_inference
     from chatsft.modeling import load_tokenizer
 
     try:
-        tokenizer = load_tokenizer(path)
+        tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         raise UserError(f"{path}: cannot load the tokenizer: {err}") from None
-    return load_for_inference(path, dtype, device_map), tokenizer
+    return load_for_inference(path, dtype, device_map,
+                              trust_remote_code=trust_remote_code), tokenizer
 
 
 def _load(args: argparse.Namespace):
-    return load_model_and_tokenizer(args.model_path, args.dtype, args.device_map)
+    return load_model_and_tokenizer(args.model_path, args.dtype, args.device_map,
+                                    args.trust_remote_code)
 
 
 def _chat(args: argparse.Namespace) -> int:
@@ -89,6 +96,8 @@ def _chat(args: argparse.Namespace) -> int:
     except ImportError:
         pass
     generation_params(args)  # bad flags fail before the model loads
+    if sys.stdin is None or sys.stdin.closed:
+        raise UserError("chat reads your messages from standard input, which is closed")
     disable_progress_bar()  # no "Loading weights" bar in the conversation
     model, tokenizer = _load(args)
     if args.max_new_tokens is None:
@@ -99,14 +108,16 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from chatsft.io import write_jsonl
-    from chatsft.predict import predict_file
+    from chatsft.io import check_output_kind, write_jsonl
+    from chatsft.predict import check_strict, predict_file, summary
 
     params = generation_params(args)
+    check_output_kind(args.output_path, is_dir=False)  # before the model loads
     model, tokenizer = _load(args)
     rows = predict_file(model, tokenizer, args.data_path, params, args.max_context)
     write_jsonl(args.output_path, rows)
-    print(f"wrote {len(rows)} replies to {args.output_path}")
+    print(f"predict: {summary(rows, args.output_path)}")
+    check_strict(rows, args.strict, args.output_path)
     return 0
 
 
@@ -125,6 +136,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     predict.add_argument("--data-path", required=True,
                          help="prompts: ChatML (or ShareGPT) records in JSON/JSONL, each ending "
                          "with a user turn")
-    predict.add_argument("--output-path", required=True, help="JSONL of replies, in input order")
+    predict.add_argument("--output-path", required=True,
+                         help="JSONL: one line per prompt, in input order: a reply, or an "
+                         "`error` saying why there is none")
+    predict.add_argument("--strict", action="store_true",
+                         help="exit with status 1 when any prompt got an error line")
     add_generation_args(predict)
     predict.set_defaults(func=_predict)

@@ -29,18 +29,25 @@ from chatsft.template import ChatEncoder
 class PromptTooLong(UserError, ValueError):
     """A prompt does not fit the context window even with only its last user turn."""
 
+    def __init__(self, tokens: int, budget: int) -> None:
+        self.short = f"prompt too long: {tokens} tokens > {budget}"
+        super().__init__(f"{self.short} (the context window less max_new_tokens), even with "
+                         "only the last user turn")
+
 
 class Reply(NamedTuple):
     text: str
     generated_tokens: int  # including the stop token, when one was generated
     ids: list[int]  # the reply's tokens, before the stop token
     reasoning: str | None = None  # the reply's think block, when it has one
+    error: str | None = None  # why there is no reply (the prompt does not fit)
 
 
 def load_for_inference(model_dir: str, dtype: str = "float32", device_map: str | None = None,
-                       attn_implementation: str = "auto"):
+                       attn_implementation: str = "auto", *, trust_remote_code: bool = False):
     """`load_model`, in eval mode, moved to the GPU when there is one and no device_map."""
-    model = load_model(model_dir, dtype, device_map, attn_implementation)
+    model = load_model(model_dir, dtype, device_map, attn_implementation,
+                       trust_remote_code=trust_remote_code)
     if device_map is None and torch.cuda.is_available():
         model = model.to("cuda")
     return model.eval()
@@ -94,8 +101,7 @@ def fit_prompt(
         # Drop through the next user turn, so tool calls go with the exchange they belong to.
         nxt = next((i for i, m in enumerate(body) if i > 0 and m["role"] == "user"), None)
         if nxt is None:
-            raise PromptTooLong(f"{len(ids)} prompt tokens > {budget} (the context window less "
-                                "max_new_tokens) even with only the last user turn")
+            raise PromptTooLong(len(ids), budget)
         body = body[nxt:]
         dropped += nxt
 
@@ -131,23 +137,25 @@ def generate_replies(
 
     Prompts are sorted by length so each left-padded batch wastes little; the KV cache is on.
     Sampling is seeded per batch (seed + index of the batch's first sorted prompt), so a run is
-    deterministic for a seed. Prompts longer than the context window lose their oldest turns.
+    deterministic for a seed. Prompts longer than the context window lose their oldest turns;
+    one that does not fit even so gets a Reply with `error` set (the others are answered).
     """
     encoder = ChatEncoder(tokenizer)
     stops = stop_token_ids(model, encoder)
     config = generation_config(stops, tokenizer.pad_token_id, p)
     context = context_size(model, max_context)
     budget = None if context is None else context - p.max_new_tokens
-    encoded = []
+    encoded: dict[int, list[int]] = {}
+    out: list[Reply | None] = [None] * len(prompts)
     for n, messages in enumerate(prompts):
         try:
-            encoded.append(fit_prompt(encoder, messages, budget)[0])
+            encoded[n] = fit_prompt(encoder, messages, budget)[0]
         except PromptTooLong as err:
-            raise PromptTooLong(f"prompt {n}: {err}") from None
-    order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
+            out[n] = Reply("", 0, [], error=err.short)
+    # Seeds follow the position among the prompts that fit, as before any could fail.
+    order = sorted(encoded, key=lambda i: (len(encoded[i]), i))
     device = next(model.parameters()).device
     model.eval()
-    out: list[Reply | None] = [None] * len(prompts)
     for b in range(0, len(order), p.batch_size):
         idx = order[b : b + p.batch_size]
         ids, mask = left_pad([encoded[i] for i in idx], tokenizer.pad_token_id)

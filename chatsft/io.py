@@ -15,21 +15,50 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from chatsft.errors import UserError
+
+
+class OutputKindError(UserError):
+    """An output path already holds something of the other kind (a directory for a file)."""
+
+
+def check_output_kind(target: str | Path, is_dir: bool) -> None:
+    """Refuse to replace a directory with a file or a file with a directory: it is not an
+    earlier version of this output but something of the user's, and is never removed."""
+    target = Path(target)
+    if target.is_symlink() or not target.exists() or target.is_dir() == is_dir:
+        return
+    found, wanted = ("a directory", "a file") if target.is_dir() else ("a file", "a directory")
+    raise OutputKindError(f"{target}: exists and is {found}, but this output is {wanted}; "
+                          "move it away or choose another path (nothing was written)")
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path, is_dir: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling of `target`; on success, rename it onto `target`."""
+    """Yield a temporary sibling of `target`; on success, rename it onto `target`
+    (`replace_output`: only an output of the same kind is replaced)."""
     target = Path(target)
+    check_output_kind(target, is_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     work = tmp if is_dir else tmp / target.name
     try:
         yield work
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        os.replace(work, target)
+        replace_output(work, target, is_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_output(work: Path, target: Path, is_dir: bool) -> None:
+    """Rename the finished `work` onto `target`, which may only hold an earlier output of the
+    same kind; a directory's earlier version is moved aside (os.replace cannot overwrite a
+    non-empty directory), then removed."""
+    check_output_kind(target, is_dir)  # it may have appeared while we were writing
+    previous = work.with_name(work.name + ".previous")
+    if is_dir and target.is_dir() and not target.is_symlink():
+        os.replace(target, previous)
+    os.replace(work, target)
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -19,6 +19,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+from safetensors import safe_open
 from tokenizers import (
     AddedToken,
     Regex,
@@ -79,6 +82,10 @@ QWEN_SPLIT = (
 
 class ModelLoadError(UserError):
     """The model or tokenizer cannot be loaded; the message says which and why."""
+
+
+class NonFiniteError(UserError):
+    """A loss, gradient norm or weight is NaN or infinite."""
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -185,8 +192,32 @@ def grow_embeddings(model, new_ids: list[int], old_vocab: int) -> None:
                 layer.weight.dtype)
 
 
+def check_model_source(name_or_path: str) -> None:
+    """A local directory must exist and hold safetensors weights; anything else must be a
+    hub id. Says so before transformers does, with a message about the real problem (its
+    own, for a missing directory, is "Repo id must be in the form ...")."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not any(path.glob("*.safetensors")) and any(path.glob("pytorch_model*.bin")):
+            raise ModelLoadError(
+                f"{name_or_path}: holds only pytorch_model.bin (a pickle, which can run code "
+                "when loaded); chatsft loads safetensors only: convert with `python -c \"from "
+                "transformers import AutoModelForCausalLM as M; M.from_pretrained('"
+                f"{name_or_path}', use_safetensors=False).save_pretrained('"
+                f"{name_or_path}-safetensors')\"` if you trust the file, and use that folder")
+        return
+    if path.exists():
+        raise ModelLoadError(f"{name_or_path}: not a model directory (a file)")
+    try:
+        validate_repo_id(name_or_path)
+    except HFValidationError:
+        raise ModelLoadError(f"{name_or_path}: no such model directory (and not a hub id "
+                             "such as Qwen/Qwen2.5-0.5B-Instruct)") from None
+
+
 def load_pretrained_tokenizer(params: ModelParams) -> tuple[PreTrainedTokenizerBase, str]:
     """Tokenizer of a hub id or local directory, and the resolved revision (commit)."""
+    check_model_source(params.name_or_path)
     try:
         where = {"revision": params.revision, "trust_remote_code": params.trust_remote_code}
         tok = AutoTokenizer.from_pretrained(params.name_or_path, **where)
@@ -228,14 +259,20 @@ def attention_implementation(choice: str = "auto", config=None) -> str:
 
 
 def load_model(base_dir: str | Path, dtype: str = "float32", device_map: str | None = None,
-               attn_implementation: str = "auto"):
-    """Load the model `models/base` (or a trained `models/sft`) refers to, safetensors only."""
+               attn_implementation: str = "auto", *, trust_remote_code: bool = False):
+    """Load the model `models/base` (or a trained `models/sft`) refers to, safetensors only.
+
+    `trust_remote_code` comes from the user's params or flags of this invocation, never from
+    the model folder: a downloaded folder must not be able to switch on its own code.
+    """
     base_dir = Path(base_dir)
+    existing_dir(base_dir)
     info_path = base_dir / "base.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     source = info.get("weights_from") or str(base_dir)
-    where = {"trust_remote_code": info.get("trust_remote_code", False)}
+    where = {"trust_remote_code": trust_remote_code}
     if info.get("weights_from"):
+        check_model_source(source)
         where["revision"] = info.get("revision")
     kwargs = {
         "dtype": "auto" if dtype == "auto" else getattr(torch, dtype),
@@ -264,11 +301,37 @@ def _config_source(source: str) -> str:
         else source
 
 
-def load_tokenizer(model_dir: str | Path) -> PreTrainedTokenizerBase:
-    info_path = Path(model_dir) / "base.json"
-    trust = json.loads(info_path.read_text()).get("trust_remote_code", False) if (
-        info_path.exists()) else False
-    return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=trust)
+def existing_dir(path: str | Path) -> Path:
+    """`path`, which must be an existing directory (models/base, models/sft, --model-path)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelLoadError(f"{path}: no such model directory")
+    return path
+
+
+def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False
+                   ) -> PreTrainedTokenizerBase:
+    """The tokenizer saved in a model directory; remote code only when the user asks for it
+    in this invocation (see `load_model`)."""
+    try:
+        return AutoTokenizer.from_pretrained(str(existing_dir(path)),
+                                             trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"{path}: cannot load the tokenizer: {err}") from None
+
+
+def check_finite_files(directory: str | Path, what: str) -> None:
+    """Refuse a model whose saved weights hold NaN or infinity (a diverged run, a corrupted
+    file): every stage checks what it wrote before renaming it into place. Reads the
+    safetensors files one tensor at a time, so any model size fits in memory."""
+    for file in sorted(Path(directory).rglob("*.safetensors")):
+        with safe_open(file, framework="pt") as f:
+            for name in f.keys():  # noqa: SIM118 (safe_open has no __iter__)
+                tensor = f.get_tensor(name)
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                    raise NonFiniteError(
+                        f"{what}: weight {name} holds NaN or infinite values; the model was "
+                        "not saved (training diverged, or its input model is corrupted)")
 
 
 def prepare_base(params: ModelParams, train_split: str | Path, out_dir: str | Path) -> dict:
@@ -285,6 +348,7 @@ def prepare_base(params: ModelParams, train_split: str | Path, out_dir: str | Pa
             apply_chat_template_choice(tokenizer, params.chat_template, "scratch")
             model = build_scratch_model(tokenizer, params.scratch)
             model.save_pretrained(tmp)
+            check_finite_files(tmp, str(out_dir))
             info = {"name_or_path": "scratch", "parameters": model.num_parameters(),
                     "vocab_size": len(tokenizer)}
         else:
@@ -292,8 +356,9 @@ def prepare_base(params: ModelParams, train_split: str | Path, out_dir: str | Pa
             before = len(tokenizer)
             added = apply_chat_template_choice(tokenizer, params.chat_template,
                                                params.name_or_path)
+            # No trust_remote_code here: it is read from the user's params at each load.
             info = {"name_or_path": params.name_or_path, "weights_from": params.name_or_path,
-                    "revision": revision, "trust_remote_code": params.trust_remote_code}
+                    "revision": revision}
             if added:
                 info |= {"added_token_ids": added, "vocab_before_template": before}
         tokenizer.save_pretrained(tmp)

@@ -30,7 +30,9 @@ class ParamsError(UserError, ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # allow_inf_nan: `.inf` and `.nan` are valid YAML floats but no valid setting
+    # (train.epochs: .inf would crash deep inside Trainer).
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
 
 class Source(_Section):
@@ -287,6 +289,9 @@ class PredictParams(_Section):
     input: str = Field("data/predict.jsonl", description="ChatML prompts ending with a user turn.")
     generation: GenerationParams = Field(
         default_factory=GenerationParams, description="Decoding of the replies."
+    )
+    strict: bool = Field(
+        False, description="Fail (exit 1) when any prompt gets an error line instead of a reply."
     )
 
 

@@ -1,38 +1,79 @@
 """Batch prediction over a file of prompts (each ending with a user turn).
 
 Prompts are ChatML (or ShareGPT) records in JSON or JSONL, read like the clean stage reads
-data. Each output line is `{"messages": [...], "reply": "...", "generated_tokens": n}`, in
-input order (generation sorts by length internally); a reply with a think block has its
-answer in `reply` and the reasoning in `reasoning`.
+data. Every record gets exactly one output line, in input order (generation sorts by length
+internally): `{"messages": [...], "reply": "...", "generated_tokens": n}`, or, when there can
+be no reply, `{"where": "file: line 3", "error": reason, "messages"?: [...]}` with the reason
+(`not JSON`, `does not end with a user turn`, `prompt too long: 1330 tokens > 960`, ...). One
+bad record never costs the others' replies; `--strict` (`predict.strict`) makes any error
+line an exit status of 1, after the whole file is written. A reply with a think block
+has its answer in `reply` and the reasoning in `reasoning`.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from chatsft.data.formats import Reject, to_messages
-from chatsft.data.sources import expand, read_file
+from chatsft.data.sources import BOM, _first_byte, expand, parse_json, read_file
+from chatsft.errors import UserError
 from chatsft.generation import generate_replies
 from chatsft.params import GenerationParams
 
 
-def load_prompts(path: str, with_reply: bool = False) -> list[list[dict]]:
-    """Prompts from a JSON/JSONL file; a bad record stops with the file, record and reason.
-    `with_reply`: a record may also end with the assistant turn (a reference reply)."""
+class Prompt(NamedTuple):
+    where: str  # "file: line 3" or "file: index 3"
+    messages: list[dict] | None
+    error: str | None = None  # why this record cannot be answered
+
+
+def _values(file: Path) -> Iterator[tuple[str, Any, str | None]]:
+    """(locator, parsed value, error) per record. Unlike the clean stage's reader, a JSONL
+    file whose first line is not JSON is not rejected as a whole: each line is a prompt."""
+    if _first_byte(file) == b"[" or file.suffix == ".json":
+        for rec in read_file(file):
+            yield rec.locator, rec.value, rec.error[0] if rec.error else None
+        return
+    with open(file, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            raw = raw.removeprefix(BOM) if lineno == 1 else raw
+            if not raw.strip():
+                continue
+            try:
+                yield f"line {lineno}", parse_json(raw.decode("utf-8")), None
+            except UnicodeDecodeError:
+                yield f"line {lineno}", None, "invalid UTF-8"
+            except (ValueError, RecursionError):
+                yield f"line {lineno}", None, "not JSON"
+
+
+def load_prompts(path: str, with_reply: bool = False) -> list[Prompt]:
+    """Every record of a JSON/JSONL file (or files), with its messages or why it is not a
+    prompt. A missing file, or one without any record, stops with a message. `with_reply`: a
+    record may also end with the assistant turn (a reference reply)."""
     prompts = []
     for file in expand(path):
-        for rec in read_file(file):
-            where = f"{rec.source}: {rec.locator}"
-            if rec.error:
-                raise Reject(rec.error[0], f"{where}: {rec.error[1]}")
+        for locator, value, error in _values(file):
+            where = f"{file}: {locator}"
+            if error:
+                prompts.append(Prompt(where, None, error))
+                continue
             try:
-                messages = to_messages(rec.value)
+                messages = to_messages(value)
             except Reject as r:
-                raise Reject(r.reason, f"{where}: {r.detail}") from None
+                prompts.append(Prompt(where, None, r.reason))
+                continue
             ends = ("user", "assistant") if with_reply else ("user",)
             if not messages or messages[-1]["role"] not in ends:
-                raise Reject(f"prompt must end with a {' or '.join(ends)} turn", where)
-            prompts.append(messages)
+                prompts.append(Prompt(where, messages,
+                                      f"does not end with a {' or '.join(ends)} turn"))
+            else:
+                prompts.append(Prompt(where, messages))
     if not prompts:
         raise Reject("no prompts", f"{path} holds no records")
     return prompts
@@ -45,8 +86,38 @@ def predict_file(
     p: GenerationParams,
     max_context: int | None = None,
 ) -> list[dict]:
+    """One output row per record of `path`, in order: a reply or an error."""
     prompts = load_prompts(path)
-    replies = generate_replies(model, tokenizer, prompts, p, max_context)
-    return [{"messages": m, "reply": r.text, "generated_tokens": r.generated_tokens}
-            | ({"reasoning": r.reasoning} if r.reasoning is not None else {})
-            for m, r in zip(prompts, replies, strict=True)]
+    good = [n for n, x in enumerate(prompts) if x.error is None]
+    answers = generate_replies(model, tokenizer, [prompts[n].messages for n in good], p,
+                               max_context)
+    replies = dict(zip(good, answers, strict=True))
+    rows = []
+    for n, prompt in enumerate(prompts):
+        reply = replies.get(n)
+        error = prompt.error or (reply.error if reply else None)
+        if error:
+            rows.append({"where": prompt.where, "error": error}
+                        | ({"messages": prompt.messages} if prompt.messages else {}))
+        else:
+            rows.append({"messages": prompt.messages, "reply": reply.text,
+                         "generated_tokens": reply.generated_tokens}
+                        | ({"reasoning": reply.reasoning} if reply.reasoning is not None else {}))
+    return rows
+
+
+def summary(rows: list[dict], output: str) -> str:
+    """`5 prompts: 3 replies, 2 errors (not JSON: 1, prompt too long: 1) -> out.jsonl`."""
+    reasons = Counter(r["error"].split(":")[0] for r in rows if "error" in r)
+    errors = sum(reasons.values())
+    detail = f" ({', '.join(f'{k}: {v}' for k, v in reasons.most_common())})" if errors else ""
+    return (f"{len(rows)} prompts: {len(rows) - errors} replies, {errors} errors{detail} "
+            f"-> {output}")
+
+
+def check_strict(rows: list[dict], strict: bool, output: str) -> None:
+    """With strict, any error line fails the run (after the output is written)."""
+    errors = sum("error" in r for r in rows)
+    if strict and errors:
+        raise UserError(f"{errors} of {len(rows)} prompts got no reply (strict); the reasons "
+                        f"are in the `error` lines of {output}")

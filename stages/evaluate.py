@@ -27,14 +27,16 @@ def main() -> None:
     p, m = params.evaluate, params.model
     tokenized = load_from_disk(TOKENIZED)
     test = read_jsonl(TEST)
-    tokenizer = load_tokenizer(SFT_DIR)
-    model = load_for_inference(SFT_DIR, m.dtype, m.device_map, m.attn_implementation)
+    tokenizer = load_tokenizer(SFT_DIR, trust_remote_code=m.trust_remote_code)
+    model = load_for_inference(SFT_DIR, m.dtype, m.device_map, m.attn_implementation,
+                               trust_remote_code=m.trust_remote_code)
     metrics, rows = evaluate_model(model, tokenizer, tokenized, test, p,
                                    params.tokenize.ignore_index)
     result = {"sft": metrics}
     if p.compare_base:
         del model
-        base = load_for_inference(BASE_DIR, m.dtype, m.device_map, m.attn_implementation)
+        base = load_for_inference(BASE_DIR, m.dtype, m.device_map, m.attn_implementation,
+                                  trust_remote_code=m.trust_remote_code)
         result["base"], _ = evaluate_model(base, tokenizer, tokenized, test, p,
                                            params.tokenize.ignore_index)
     write_json(METRICS, result)

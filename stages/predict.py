@@ -6,7 +6,7 @@ from chatsft.errors import user_errors_exit
 from chatsft.generation import load_for_inference
 from chatsft.io import write_jsonl
 from chatsft.modeling import load_tokenizer
-from chatsft.predict import predict_file
+from chatsft.predict import check_strict, predict_file, summary
 from chatsft.stage import start_stage
 
 SFT_DIR = "models/sft"
@@ -17,12 +17,14 @@ OUTPUT = "models/predictions.jsonl"
 def main() -> None:
     start = time.perf_counter()
     params = start_stage(["predict", "model"], [OUTPUT])
-    tokenizer = load_tokenizer(SFT_DIR)
     m = params.model
-    model = load_for_inference(SFT_DIR, m.dtype, m.device_map, m.attn_implementation)
+    tokenizer = load_tokenizer(SFT_DIR, trust_remote_code=m.trust_remote_code)
+    model = load_for_inference(SFT_DIR, m.dtype, m.device_map, m.attn_implementation,
+                               trust_remote_code=m.trust_remote_code)
     rows = predict_file(model, tokenizer, params.predict.input, params.predict.generation)
     write_jsonl(OUTPUT, rows)
-    print(f"predict: {len(rows)} replies -> {OUTPUT} in {time.perf_counter() - start:.1f} s")
+    print(f"predict: {summary(rows, OUTPUT)} in {time.perf_counter() - start:.1f} s")
+    check_strict(rows, params.predict.strict, OUTPUT)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,9 @@ AUDIT = "metrics/mask_audit.html"
 
 @user_errors_exit
 def main() -> None:
-    params = start_stage(["tokenize"], [OUT_DIR, STATS, AUDIT]).tokenize
-    tokenizer = load_tokenizer(BASE_DIR)
+    all_params = start_stage(["tokenize", "model"], [OUT_DIR, STATS, AUDIT])
+    params = all_params.tokenize
+    tokenizer = load_tokenizer(BASE_DIR, trust_remote_code=all_params.model.trust_remote_code)
     datasets, quarantine, stats = write_tokenized(CLEAN_DIR, tokenizer, params, OUT_DIR)
     write_json(STATS, stats)
     write_text(AUDIT, audit_html(tokenizer, datasets["train"], params.audit_samples,

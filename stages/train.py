@@ -31,7 +31,7 @@ def main() -> None:
     cmd = launch_command(params.train, ["-m", "stages.train"])
     if cmd:
         relaunch(cmd)
-    tokenizer = load_tokenizer(BASE_DIR)
+    tokenizer = load_tokenizer(BASE_DIR, trust_remote_code=params.model.trust_remote_code)
     stamp_used(tokenizer, Path(TOKENIZED) / USED_FILE)  # models/sft renders as tokenize did
     summary = run_training(params, BASE_DIR, load_splits(TOKENIZED), tokenizer, OUT_DIR,
                            CHECKPOINTS, LIVE_DIR)

@@ -144,8 +144,14 @@ def test_fit_prompt_drops_the_oldest_exchanges_and_keeps_the_system_prompt(chatm
         fit_prompt(enc, system + turns + last, len(enc.encode_prompt(system + last)) - 1)
 
 
-def test_a_prompt_longer_than_the_context_names_the_prompt(tiny_model, chatml_tokenizer):
+def test_a_prompt_longer_than_the_context_gets_an_error_the_others_replies(
+        tiny_model, chatml_tokenizer):
     long = [{"role": "user", "content": "word " * 300}]
-    with pytest.raises(PromptTooLong, match="prompt 1:"):
-        generate_replies(tiny_model, chatml_tokenizer, [USER, long],
-                         GenerationParams(max_new_tokens=8), max_context=128)
+    p = GenerationParams(max_new_tokens=8)
+    short, too_long, again = generate_replies(tiny_model, chatml_tokenizer, [USER, long, USER],
+                                              p, max_context=128)
+    assert short == again == generate_replies(tiny_model, chatml_tokenizer, [USER], p)[0]
+    assert short.error is None and short.generated_tokens > 0
+    assert too_long.error.startswith("prompt too long: ") and too_long.error.endswith(
+        " tokens > 120")
+    assert (too_long.text, too_long.generated_tokens) == ("", 0)

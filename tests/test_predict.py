@@ -45,24 +45,32 @@ def test_cli_predict_replies_in_input_order(tmp_path, tiny_model, chatml_tokeniz
 def test_sharegpt_prompts_are_read_too(tmp_path):
     src = write_lines(tmp_path / "p.jsonl",
                       [{"conversations": [{"from": "human", "value": "你好"}]}])
-    assert load_prompts(src) == [[{"role": "user", "content": "你好"}]]
+    assert [p.messages for p in load_prompts(src)] == [[{"role": "user", "content": "你好"}]]
 
 
 @pytest.mark.parametrize(
-    ("line", "message"),
+    ("line", "reason"),
     [
         ('{"messages": [{"role": "user", "content": "hi"}, '
-         '{"role": "assistant", "content": "hello"}]}', "must end with a user turn"),
-        ('{"messages": [{"role": "user", "content": "hi"}', "line 2"),
+         '{"role": "assistant", "content": "hello"}]}', "does not end with a user turn"),
+        ('{"messages": [{"role": "user", "content": "hi"}', "not JSON"),
         ('{"foo": 1}', "unknown format"),
     ],
 )
-def test_a_bad_prompt_names_the_file_and_line(tmp_path, line, message):
+def test_a_bad_prompt_is_reported_with_its_file_line_and_reason(tmp_path, line, reason):
     path = tmp_path / "prompts.jsonl"
-    path.write_text('{"messages": [{"role": "user", "content": "ok"}]}\n' + line + "\n")
-    with pytest.raises(Reject, match=message) as err:
+    path.write_text('{"messages": [{"role": "user", "content": "ok"}]}\n' + line + "\n"
+                    + '{"messages": [{"role": "user", "content": "ok"}]}\n')
+    prompts = load_prompts(str(path))
+    assert [p.error for p in prompts] == [None, reason, None]
+    assert prompts[1].where == f"{path}: line 2"
+
+
+def test_a_file_without_prompts_is_an_error(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("\n")
+    with pytest.raises(Reject, match="holds no records"):
         load_prompts(str(path))
-    assert str(path) in str(err.value) and "line 2" in str(err.value)
 
 
 def test_cli_errors_exit_with_a_message_not_a_traceback(tmp_path, tiny_model_dir, capsys):
@@ -71,10 +79,9 @@ def test_cli_errors_exit_with_a_message_not_a_traceback(tmp_path, tiny_model_dir
     args = ["predict", "--model-path", str(tiny_model_dir), "--data-path", str(path),
             "--output-path", str(tmp_path / "o.jsonl")]
     with pytest.raises(SystemExit) as exit_:
-        main(args)
+        main([*args, "--strict"])
     assert exit_.value.code == 1
-    assert "must end with a user turn" in capsys.readouterr().err
+    assert "1 of 1 prompts got no reply (strict)" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*args, "--top-p", "2"])
     assert "--top-p: Input should be less than or equal to 1" in capsys.readouterr().err
-    assert not (tmp_path / "o.jsonl").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datasets import DatasetDict
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from chatsft.errors import UserError
 from chatsft.evaluation.perplexity import supervised_nll
 from chatsft.evaluation.text_metrics import compute_text_metrics, per_sample_scores
 from chatsft.generation import generate_replies
@@ -42,6 +43,10 @@ def evaluate_model(
     prompts, refs = (list(x) for x in zip(*(split_prompt(r["messages"]) for r in records),
                                           strict=True))
     replies = generate_replies(model, tokenizer, prompts, params.generation)
+    if failed := [(i, r.error) for i, r in enumerate(replies) if r.error]:
+        # Scores over a subset would not compare with other runs: stop instead.
+        raise UserError(f"test prompt {failed[0][0]}: {failed[0][1]} (and {len(failed) - 1} "
+                        "more); lower evaluate.generation.max_new_tokens")
     preds = [r.text for r in replies]
     text = compute_text_metrics(preds, refs, style=params.bleu_style)
     text["generated_tokens_mean"] = sum(r.generated_tokens for r in replies) / len(replies)

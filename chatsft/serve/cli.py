@@ -33,7 +33,8 @@ def load_served(args: argparse.Namespace):
     disable_progress_bar()
     served = {}
     for name, path in model_specs(args.model_path).items():
-        model, tokenizer = load_model_and_tokenizer(path, args.dtype, args.device_map)
+        model, tokenizer = load_model_and_tokenizer(path, args.dtype, args.device_map,
+                                                    args.trust_remote_code)
         served[name] = ServedModel.build(name, model, tokenizer, args.max_context,
                                          args.max_batch_size, args.batch_window_ms / 1000)
     return served

@@ -71,8 +71,12 @@ def load_references(path: str) -> list[tuple[list[dict], str | None]]:
     from chatsft.evaluation.run import split_prompt
     from chatsft.predict import load_prompts
 
-    return [split_prompt(m) if m[-1]["role"] == "assistant" else (m, None)
-            for m in load_prompts(path, with_reply=True)]
+    prompts = load_prompts(path, with_reply=True)
+    bad = next((p for p in prompts if p.error), None)
+    if bad is not None:
+        raise UserError(f"{bad.where}: {bad.error}")
+    return [split_prompt(p.messages) if p.messages[-1]["role"] == "assistant"
+            else (p.messages, None) for p in prompts]
 
 
 def build_pairs(side_a: dict[str, tuple], side_b: dict[str, tuple],

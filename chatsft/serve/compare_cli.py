@@ -21,7 +21,8 @@ def _side(path: str, data: list | None, args: argparse.Namespace) -> dict:
     from chatsft.cli_infer import generation_params, load_model_and_tokenizer
     from chatsft.generation import generate_replies
 
-    model, tokenizer = load_model_and_tokenizer(path, args.dtype, args.device_map)
+    model, tokenizer = load_model_and_tokenizer(path, args.dtype, args.device_map,
+                                                    args.trust_remote_code)
     prompts = [p for p, _ in data]
     print(f"chatsft: {path}: generating {len(prompts)} replies", flush=True)
     replies = generate_replies(model, tokenizer, prompts, generation_params(args),

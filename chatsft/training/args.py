@@ -59,6 +59,9 @@ def training_arguments(
         eval_strategy=evaluate,
         eval_steps=params.eval_steps,
         logging_steps=params.logging_steps,
+        # Trainer would log a NaN/inf step's loss as the average of the others: it must show
+        # (and stop the run, callbacks.StopOnNonFinite).
+        logging_nan_inf_filter=False,
         save_strategy="steps",
         save_steps=params.checkpoint_steps(),
         save_total_limit=None,  # rotation happens after a checkpoint is marked complete

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
+
+from chatsft.modeling import NonFiniteError
 
 # Trainer log key -> dvclive metric name
 LIVE_METRICS = {
@@ -37,6 +40,27 @@ class LiveCallback(TrainerCallback):
             if key in logs:
                 self.live.log_metric(name, float(logs[key]))
         self.live.make_summary()
+
+
+class StopOnNonFinite(TrainerCallback):
+    """Stop with a clear error when the logged loss or gradient norm is NaN or infinite.
+
+    The logged loss averages every step since the last log, so one NaN step shows. Under fp16
+    the gradient scaler skips steps whose gradients overflow (and lowers its scale); those
+    infinite norms are expected, and a real divergence still shows in the loss.
+    """
+
+    def __init__(self, fp16: bool) -> None:
+        self.fp16 = fp16
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in ("loss", "eval_loss") + (() if self.fp16 else ("grad_norm",)):
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(value):
+                raise NonFiniteError(
+                    f"train: {key} is {value} at step {state.global_step}: training diverged "
+                    "(or the base model holds NaN/inf); stopped, no model written. Lower "
+                    "train.learning_rate or check the base model's weights")
 
 
 class ConsoleProgress(ProgressCallback):

@@ -4,7 +4,12 @@ Trainer writes `checkpoint-N/` file by file (weights, optimizer, scheduler, RNG,
 state), so a run killed mid-save leaves a directory that looks like a checkpoint but is not
 one. Here a checkpoint is complete once its `COMPLETE` marker exists; the marker is written
 (fsynced, then renamed into place) after every file of the checkpoint is on disk, on every
-process. Resuming picks the newest complete checkpoint and deletes incomplete ones.
+process, and records each file's size and SHA-256. Resuming picks the newest complete
+checkpoint whose files still match (a checkpoint overwritten or cut short on disk is removed
+with a message, and the one before it is used) and deletes incomplete ones.
+
+The dvclive history (`metrics/train/`, which DVC deletes before the stage runs) is copied
+into each checkpoint (`live/`) and restored on resume, so the curves stay whole.
 
 `run.json` holds a fingerprint of everything that determines the training trajectory
 (params, data, base model, process count): checkpoints of a different run are removed
@@ -23,8 +28,11 @@ from pathlib import Path
 import torch.distributed as dist
 from transformers import TrainerCallback
 
+from chatsft.modeling import check_finite_files
+
 MARKER = "COMPLETE"
 RUN_FILE = "run.json"
+LIVE = "live"  # the dvclive history up to the checkpoint's step
 _STEP = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -55,18 +63,65 @@ def _fsync_dir(path: Path) -> None:
 
 
 def mark_complete(path: Path) -> None:
-    """fsync every file of the checkpoint, then atomically create its marker."""
-    for f in path.rglob("*"):
-        if f.is_file():
+    """fsync every file of the checkpoint, then atomically create its marker, which records
+    each file's size and SHA-256 (read back from disk)."""
+    tmp = path / f".{MARKER}.tmp"
+    files = {}
+    for f in sorted(path.rglob("*")):
+        if f.is_file() and f.name not in (MARKER, tmp.name):
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-    tmp = path / f".{MARKER}.tmp"
+            files[f.relative_to(path).as_posix()] = {"size": f.stat().st_size,
+                                                     "sha256": _sha256(f)}
     with open(tmp, "w") as fh:
-        fh.write("ok\n")
+        fh.write(json.dumps({"files": files}, indent=1) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path / MARKER)
     _fsync_dir(path)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def damage(path: Path) -> str | None:
+    """Why a complete checkpoint cannot be resumed (a file missing, cut short or changed
+    since it was written), or None when every file matches its recorded checksum."""
+    try:
+        files = json.loads((path / MARKER).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its COMPLETE marker records no checksums"
+    for name, want in files.items():
+        f = path / name
+        if not f.is_file():
+            return f"{name} is missing"
+        size = f.stat().st_size
+        if size != want["size"]:
+            return f"{name} has {size} bytes, {want['size']} were written (truncated)" if (
+                size < want["size"]) else f"{name} has {size} bytes, {want['size']} were written"
+        if _sha256(f) != want["sha256"]:
+            return f"{name} does not match its recorded SHA-256 (corrupted)"
+    return None
+
+
+def save_live_history(live_dir: Path, checkpoint: Path) -> None:
+    if live_dir.is_dir():
+        shutil.copytree(live_dir, checkpoint / LIVE, dirs_exist_ok=True)
+
+
+def restore_live_history(checkpoint: Path, live_dir: Path) -> bool:
+    """Put the checkpoint's copy of the dvclive history back in `live_dir`."""
+    saved = checkpoint / LIVE
+    if not saved.is_dir():
+        return False
+    shutil.rmtree(live_dir, ignore_errors=True)
+    shutil.copytree(saved, live_dir)
+    return True
 
 
 def remove_checkpoint(path: Path) -> None:
@@ -106,8 +161,18 @@ def prepare(root: Path, run_fingerprint: str, is_main: bool = True) -> Path | No
                 remove_checkpoint(path)
         if not same_run:
             run_file.write_text(json.dumps({"fingerprint": run_fingerprint}) + "\n")
+        while same_run and (newest := last_complete(root)) is not None and (
+                problem := damage(newest)):
+            print(f"train: not resuming from {newest}: {problem}; removed it", flush=True)
+            remove_checkpoint(newest)
     _barrier()
     return last_complete(root) if same_run else None
+
+
+def remove_incomplete(root: Path) -> None:
+    for _, path in checkpoint_dirs(root):
+        if not is_complete(path):
+            remove_checkpoint(path)
 
 
 def clear(root: Path) -> None:
@@ -123,17 +188,23 @@ def _barrier() -> None:
 
 
 class CompleteCheckpoints(TrainerCallback):
-    """Marks each checkpoint complete once all processes saved it, then rotates: keeps the
-    newest `keep` complete checkpoints plus the best one."""
+    """Marks each checkpoint complete once all processes saved it (with the dvclive history
+    so far, and only with finite weights), then rotates: keeps the newest `keep` complete
+    checkpoints plus the best one."""
 
-    def __init__(self, keep: int) -> None:
+    def __init__(self, keep: int, live_dir: Path | None = None) -> None:
         self.keep = keep
+        self.live_dir = live_dir
 
     def on_save(self, args, state, control, **kwargs):
         _barrier()  # every process has written its part (e.g. its RNG state)
         if state.is_world_process_zero:
             root = Path(args.output_dir)
-            mark_complete(root / f"checkpoint-{state.global_step}")
+            path = root / f"checkpoint-{state.global_step}"
+            check_finite_files(path, path.name)
+            if self.live_dir is not None:
+                save_live_history(self.live_dir, path)
+            mark_complete(path)
             best = Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None
             complete = [p for _, p in checkpoint_dirs(root) if is_complete(p)]
             for path in complete[: -self.keep]:

@@ -32,7 +32,8 @@ def check_quantization(bits: int) -> None:
         )
 
 
-def load_quantized(base_dir: str | Path, bits: int, compute_dtype: torch.dtype):
+def load_quantized(base_dir: str | Path, bits: int, compute_dtype: torch.dtype,
+                   trust_remote_code: bool = False):
     """The base model with its linear layers quantized to 4-bit NF4 or 8-bit, ready for
     k-bit training (norms in fp32, inputs requiring grad)."""
     check_quantization(bits)
@@ -53,7 +54,7 @@ def load_quantized(base_dir: str | Path, bits: int, compute_dtype: torch.dtype):
     try:
         model = AutoModelForCausalLM.from_pretrained(
             source, quantization_config=quant, dtype=compute_dtype, use_safetensors=True,
-            trust_remote_code=info.get("trust_remote_code", False), **kwargs)
+            trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"{source}: cannot load the quantized model: {err}") from None
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
@@ -82,13 +83,15 @@ def apply_lora(model, lora: LoraParams, gradient_checkpointing: bool,
 
 
 def prepare_model(base_dir: str | Path, params: TrainParams, dtype: str,
-                  device_map: str | None, precision: str, attn_implementation: str = "auto"):
+                  device_map: str | None, precision: str, attn_implementation: str = "auto",
+                  trust_remote_code: bool = False):
     """The model to train for train.method: full, lora or qlora."""
     if params.method == "qlora":
         compute = torch.float16 if precision == "fp16" else torch.bfloat16
-        model = load_quantized(base_dir, params.lora.bits, compute)
+        model = load_quantized(base_dir, params.lora.bits, compute, trust_remote_code)
     else:
-        model = load_model(base_dir, dtype, device_map, attn_implementation)
+        model = load_model(base_dir, dtype, device_map, attn_implementation,
+                           trust_remote_code=trust_remote_code)
     if params.method == "full":
         return model
     info_path = Path(base_dir) / "base.json"
@@ -97,10 +100,11 @@ def prepare_model(base_dir: str | Path, params: TrainParams, dtype: str,
                       info.get("added_token_ids"))
 
 
-def merge_adapter(base_dir: str | Path, adapter_dir: Path, dtype: str, out_dir: Path) -> None:
+def merge_adapter(base_dir: str | Path, adapter_dir: Path, dtype: str, out_dir: Path,
+                  trust_remote_code: bool = False) -> None:
     """Load the base unquantized, apply the saved adapter, merge it, save a full model."""
     from peft import PeftModel
 
-    base = load_model(base_dir, dtype)
+    base = load_model(base_dir, dtype, trust_remote_code=trust_remote_code)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(out_dir)

@@ -16,8 +16,9 @@ import torch.distributed as dist
 from datasets import DatasetDict
 from transformers import EarlyStoppingCallback, PreTrainedTokenizerBase, ProgressCallback
 
-from chatsft.errors import UserError
-from chatsft.modeling import add_chat_eos
+from chatsft.errors import UserError, disk_full_errors
+from chatsft.io import check_output_kind, replace_output
+from chatsft.modeling import add_chat_eos, check_finite_files
 from chatsft.params import Params
 from chatsft.training import checkpoints
 from chatsft.training.args import resolve_precision, training_arguments
@@ -26,6 +27,7 @@ from chatsft.training.callbacks import (
     LiveCallback,
     LogLastStep,
     NoFinalCheckpoint,
+    StopOnNonFinite,
     truncate_live_history,
 )
 from chatsft.training.data import collator_for, row_stats, rows_fingerprint, split_rows
@@ -51,6 +53,7 @@ def run_training(
     if precision == "fp16" and train_p.method == "full" and params.model.dtype == "float16":
         raise UserError("train.precision=fp16 scales the loss of fp32 master weights: with "
                         "full fine-tuning set model.dtype: float32 (or use bf16)")
+    check_output_kind(out_dir, is_dir=True)  # before hours of training, not after
     train_rows, eval_rows = split_rows(splits, train_p, tok_p)
     args = training_arguments(train_p, checkpoint_dir, precision, has_eval=bool(eval_rows))
     is_main = args.process_index == 0
@@ -61,17 +64,22 @@ def run_training(
     )
     resume = checkpoints.prepare(checkpoint_dir, run_id, is_main)
     model = prepare_model(base_dir, train_p, params.model.dtype, params.model.device_map,
-                          precision, params.model.attn_implementation)
-    callbacks = [LogLastStep(), NoFinalCheckpoint(),
-                 checkpoints.CompleteCheckpoints(train_p.save_total_limit)]
+                          precision, params.model.attn_implementation,
+                          params.model.trust_remote_code)
+    live_dir = Path(live_dir) if live_dir is not None and is_main else None
+    callbacks = [LogLastStep(), NoFinalCheckpoint(), StopOnNonFinite(precision == "fp16"),
+                 checkpoints.CompleteCheckpoints(train_p.save_total_limit, live_dir)]
     if train_p.early_stopping_patience and eval_rows:
         callbacks.append(EarlyStoppingCallback(train_p.early_stopping_patience,
                                                train_p.early_stopping_threshold))
     live_ctx = nullcontext()
-    if live_dir is not None and is_main:
+    if live_dir is not None:
         from dvclive import Live
 
         if resume is not None:
+            # DVC deletes metrics/train before the stage runs: the checkpoint's copy of the
+            # history brings back the steps before it.
+            checkpoints.restore_live_history(resume, live_dir)
             truncate_live_history(live_dir, _step(resume))
         else:
             shutil.rmtree(live_dir, ignore_errors=True)
@@ -90,7 +98,12 @@ def run_training(
         if resume is not None and is_main:
             print(f"train: resuming from {resume}", flush=True)
         start = time.perf_counter()
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        try:
+            with disk_full_errors(checkpoint_dir):
+                trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        finally:
+            if is_main:  # a checkpoint left half-written by an error is of no use
+                checkpoints.remove_incomplete(checkpoint_dir)
         seconds = time.perf_counter() - start
     save_model(trainer, params, base_dir, tokenizer, out_dir)
     summary = summarize(trainer, seconds) | row_stats(train_rows, train_p, tok_p.max_length)
@@ -127,17 +140,22 @@ def save_model(trainer: SFTTrainer, params: Params, base_dir: Path,
     _barrier()
     lora = params.train.method != "full"
     merge = lora and params.train.lora.merge
-    trainer.save_model(str(tmp / ADAPTER_DIR if merge else tmp))
-    if is_main:
-        for pickled in tmp.rglob("training_args.bin"):  # a pickle: outputs are safetensors only
-            pickled.unlink()
-        if merge:
-            merge_adapter(base_dir, tmp / ADAPTER_DIR, params.model.dtype, tmp)
-        tokenizer.save_pretrained(tmp)
-        add_chat_eos(tmp, tokenizer)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+    try:
+        with disk_full_errors(out_dir.parent):
+            trainer.save_model(str(tmp / ADAPTER_DIR if merge else tmp))
+            if is_main:
+                for pickled in tmp.rglob("training_args.bin"):  # a pickle: safetensors only
+                    pickled.unlink()
+                if merge:
+                    merge_adapter(base_dir, tmp / ADAPTER_DIR, params.model.dtype, tmp,
+                                  params.model.trust_remote_code)
+                tokenizer.save_pretrained(tmp)
+                add_chat_eos(tmp, tokenizer)
+                check_finite_files(tmp, str(out_dir))
+                replace_output(tmp, out_dir, is_dir=True)
+    finally:
+        if is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
     _barrier()
 
 
