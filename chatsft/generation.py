@@ -84,15 +84,15 @@ def context_size(model: PreTrainedModel, max_context: int | None = None) -> int 
 
 
 def fit_prompt(
-    encoder: ChatEncoder, messages: list[dict], budget: int | None
+    encoder: ChatEncoder, messages: list[dict], budget: int | None, tools: list | None = None
 ) -> tuple[list[int], int]:
-    """Prompt ids within `budget` tokens, dropping the oldest exchanges (the system prompt is
-    kept); returns the ids and the number of messages dropped."""
+    """Prompt ids within `budget` tokens, dropping the oldest exchanges (the system prompt and
+    the tools are kept); returns the ids and the number of messages dropped."""
     system = 1 if messages and messages[0]["role"] == "system" else 0
     body = messages[system:]
     dropped = 0
     while True:
-        ids = encoder.encode_prompt(messages[:system] + body)
+        ids = encoder.encode_prompt(messages[:system] + body, tools)
         if budget is None or len(ids) <= budget:
             return ids, dropped
         # Drop through the next user turn, so tool calls go with the exchange they belong to.
@@ -129,8 +129,10 @@ def generate_replies(
     prompts: list[list[dict]],
     p: GenerationParams,
     max_context: int | None = None,
+    tools: list[list | None] | None = None,
 ) -> list[Reply]:
-    """Reply text and generated-token count for each prompt, in input order.
+    """Reply text and generated-token count for each prompt, in input order; `tools`, when
+    given, holds each prompt's tool definitions (or None).
 
     Prompts are sorted by length so each left-padded batch wastes little; the KV cache is on.
     Sampling is seeded per batch (seed + index of the batch's first sorted prompt), so a run is
@@ -144,7 +146,7 @@ def generate_replies(
     encoded = []
     for n, messages in enumerate(prompts):
         try:
-            encoded.append(fit_prompt(encoder, messages, budget)[0])
+            encoded.append(fit_prompt(encoder, messages, budget, tools[n] if tools else None)[0])
         except PromptTooLong as err:
             raise PromptTooLong(f"prompt {n}: {err}") from None
     order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))

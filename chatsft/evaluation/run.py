@@ -7,6 +7,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from chatsft.evaluation.perplexity import supervised_nll
 from chatsft.evaluation.text_metrics import compute_text_metrics, per_sample_scores
+from chatsft.evaluation.tool_calls import judge, score_tool_calls, tool_turns
 from chatsft.generation import generate_replies
 from chatsft.params import EvaluateParams
 
@@ -30,7 +31,7 @@ def evaluate_model(
     ignore_index: int = -100,
 ) -> tuple[dict, list[dict]]:
     """Metrics for one model ({split: {name: value}}), and the per-sample predictions of the
-    test prompts with their scores, in test-file order."""
+    test prompts with their scores, in test-file order, then those of the tool-call turns."""
     metrics: dict = {}
     for split in ("validation", "test"):
         if split in tokenized and len(tokenized[split]):
@@ -41,7 +42,8 @@ def evaluate_model(
         return metrics, []
     prompts, refs = (list(x) for x in zip(*(split_prompt(r["messages"]) for r in records),
                                           strict=True))
-    replies = generate_replies(model, tokenizer, prompts, params.generation)
+    tools = [r.get("tools") for r in records]
+    replies = generate_replies(model, tokenizer, prompts, params.generation, tools=tools)
     preds = [r.text for r in replies]
     text = compute_text_metrics(preds, refs, style=params.bleu_style)
     text["generated_tokens_mean"] = sum(r.generated_tokens for r in replies) / len(replies)
@@ -52,12 +54,24 @@ def evaluate_model(
         for i, (p, ref, r, s) in enumerate(
             zip(prompts, refs, replies, per_sample_scores(preds, refs), strict=True))
     ]
+    calls = tool_turns(records)
+    if calls:
+        replies = generate_replies(model, tokenizer, [t.prompt for t in calls],
+                                   params.generation, tools=[t.tools for t in calls])
+        metrics["test"] |= _rounded(score_tool_calls([r.text for r in replies],
+                                                     [t.calls for t in calls]), 4)
+        for t, r in zip(calls, replies, strict=True):
+            names_ok, arguments_ok = judge(r.text, t.calls)
+            rows.append({"index": t.record, "prompt": t.prompt, "reference_tool_calls": t.calls,
+                         "prediction": r.text, "generated_tokens": r.generated_tokens,
+                         "tool_call_name_ok": names_ok, "tool_call_arguments_ok": arguments_ok})
     return metrics, rows
 
 
 def worst_table(rows: list[dict], n: int = 10) -> str:
     """A Markdown table of the lowest-scoring samples (sentence BLEU, then ROUGE-L)."""
-    worst = sorted(rows, key=lambda r: (r["bleu4"], r["rougeL"], r["index"]))[:n]
+    scored = [r for r in rows if "bleu4" in r]  # not the tool-call turns
+    worst = sorted(scored, key=lambda r: (r["bleu4"], r["rougeL"], r["index"]))[:n]
     lines = [f"# The {len(worst)} test samples with the lowest sentence BLEU-4", "",
              "| # | BLEU-4 | ROUGE-L | prompt (last user turn) | reference | prediction |",
              "|---|---|---|---|---|---|"]
