@@ -59,8 +59,24 @@ def load_quantized(base_dir: str | Path, bits: int, compute_dtype: torch.dtype):
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
-def apply_lora(model, lora: LoraParams, gradient_checkpointing: bool):
-    """Freeze the model and add trainable LoRA adapters to the target modules."""
+def base_reference(base_dir: str | Path) -> tuple[str, str | None]:
+    """Where an adapter's base model is, valid from any working directory: the hub id and
+    pinned revision `base.json` records, else the absolute path of the base directory (peft
+    would record the path as it was given, such as `models/base`)."""
+    info_path = Path(base_dir) / "base.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    source = info.get("weights_from")
+    if not source:
+        return str(Path(base_dir).resolve()), None
+    if Path(source).is_dir():  # a local directory: from_pretrained ignores revisions there
+        return str(Path(source).resolve()), None
+    return source, info.get("revision")
+
+
+def apply_lora(model, lora: LoraParams, gradient_checkpointing: bool,
+               base: tuple[str, str | None] | None = None):
+    """Freeze the model and add trainable LoRA adapters to the target modules; `base` is
+    what the saved adapter config records as its base model (name or path, revision)."""
     from peft import LoraConfig, get_peft_model
 
     if gradient_checkpointing:
@@ -72,9 +88,13 @@ def apply_lora(model, lora: LoraParams, gradient_checkpointing: bool):
         target_modules=lora.target_modules, bias="none", task_type="CAUSAL_LM",
     )
     try:
-        return get_peft_model(model, config)
+        peft_model = get_peft_model(model, config)
     except ValueError as err:  # e.g. a target module name that matches nothing
         raise LoraError(f"train.lora.target_modules={lora.target_modules!r}: {err}") from None
+    if base is not None:
+        saved = peft_model.peft_config["default"]
+        saved.base_model_name_or_path, saved.revision = base
+    return peft_model
 
 
 def prepare_model(base_dir: str | Path, params: TrainParams, dtype: str,
@@ -87,7 +107,8 @@ def prepare_model(base_dir: str | Path, params: TrainParams, dtype: str,
         model = load_model(base_dir, dtype, device_map, attn_implementation)
     if params.method == "full":
         return model
-    return apply_lora(model, params.lora, params.gradient_checkpointing)
+    return apply_lora(model, params.lora, params.gradient_checkpointing,
+                      base_reference(base_dir))
 
 
 def merge_adapter(base_dir: str | Path, adapter_dir: Path, dtype: str, out_dir: Path) -> None:

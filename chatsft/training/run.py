@@ -17,6 +17,7 @@ from datasets import DatasetDict
 from transformers import EarlyStoppingCallback, PreTrainedTokenizerBase, ProgressCallback
 
 from chatsft.errors import UserError
+from chatsft.modeling import make_readable
 from chatsft.params import Params
 from chatsft.training import checkpoints
 from chatsft.training.args import resolve_precision, training_arguments
@@ -126,6 +127,9 @@ def save_model(trainer: SFTTrainer, params: Params, base_dir: Path,
     _barrier()
     lora = params.train.method != "full"
     merge = lora and params.train.lora.merge
+    # Trainer turns the KV cache off for training (TrainingArguments.use_cache); the saved
+    # model is for inference, where plain `generate` reads it from config.json.
+    trainer.model.config.use_cache = True
     trainer.save_model(str(tmp / ADAPTER_DIR if merge else tmp))
     if is_main:
         for pickled in tmp.rglob("training_args.bin"):  # a pickle: outputs are safetensors only
@@ -133,6 +137,7 @@ def save_model(trainer: SFTTrainer, params: Params, base_dir: Path,
         if merge:
             merge_adapter(base_dir, tmp / ADAPTER_DIR, params.model.dtype, tmp)
         tokenizer.save_pretrained(tmp)
+        make_readable(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
