@@ -146,7 +146,7 @@ def generate_replies(
     encoded = []
     for n, messages in enumerate(prompts):
         try:
-            encoded.append(fit_prompt(encoder, messages, budget, tools[n] if tools else None)[0])
+            encoded.append(fit_prompt(encoder, messages, budget, tools and tools[n])[0])
         except PromptTooLong as err:
             raise PromptTooLong(f"prompt {n}: {err}") from None
     order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
