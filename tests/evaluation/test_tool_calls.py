@@ -96,9 +96,14 @@ def test_evaluate_scores_tool_calls_beside_the_text_metrics(two_word_model):
     plain = {"messages": [{"role": "user", "content": "Q?"},
                           {"role": "assistant", "content": answer.strip()}]}
     params = EvaluateParams(generation=GenerationParams(max_new_tokens=8), compare_base=False)
-    metrics, rows = evaluate_model(model, tok, DatasetDict(), [plain, RECORD], params)
+    # A tools prompt longer than the context window (512) is left out and counted, once for
+    # its final reply and once for its call, instead of stopping the evaluation.
+    huge = {"tools": [{"type": "function", "function": {"name": "f", "description": "x " * 600}}],
+            "messages": RECORD["messages"][:4]}
+    metrics, rows = evaluate_model(model, tok, DatasetDict(), [plain, RECORD, huge], params)
     test = metrics["test"]
     assert test["samples"] == 2 and test["tool_call_turns"] == 2
+    assert test["prompts_too_long"] == 2
     # The model only ever says its two words: never a call.
     assert test["tool_call_name_accuracy"] == test["tool_call_arguments_exact"] == 0.0
     text_rows, call_rows = rows[:2], rows[2:]
