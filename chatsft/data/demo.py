@@ -25,7 +25,7 @@ Turn = tuple[str, str]  # (user message, assistant reply)
 MAX_REPLY_CHARS = 150
 MAX_CONVERSATION_CHARS = 600
 SYSTEM_PROMPT_PROB = 0.85
-DEMO_TOOL_CALLS = 800  # tool-use records in data/demo.jsonl (`chatsft data sample`)
+DEMO_TOOL_CALLS = 1000  # tool-use records in data/demo.jsonl (`chatsft data sample`)
 CASUAL_PREFIX_PROB = 0.15
 
 SYSTEM_PROMPTS = {

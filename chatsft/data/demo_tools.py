@@ -4,7 +4,7 @@ Each record declares one or two tools (the one the question needs, sometimes ano
 the form chat templates take, and the assistant answers in two steps: a call whose arguments
 are copied or looked up from the question, then, after the tool's result, a one-line answer
 copied from that result. Some questions need no tool (the assistant answers directly) and
-some conversations ask the same tool again for another value ("And in Tokyo?").
+many conversations ask the same tool again for other values ("And in Tokyo?").
 
 As in `chatsft.data.demo`, only a local ``random.Random`` drives the choices, so a seed always
 gives the same records, and the replies follow simple rules a tiny model can learn.
@@ -19,9 +19,13 @@ import unicodedata
 from chatsft.data.demo import COUNTRIES, SYSTEM_PROMPTS, _arith_reply
 
 NO_CALL_PROB = 0.15  # the question needs none of the declared tools
-FOLLOWUP_PROB = 0.3  # a second question for the same tool
+FOLLOWUPS_PER_CONVERSATION = (0, 1, 1, 2)  # more questions for the same tool, drawn from these
 DISTRACTOR_PROB = 0.5  # a second, unneeded tool is declared too
 SYSTEM_PROMPT_PROB = 0.85
+# Cities asked about: a few, so that each is seen often enough for a tiny model to learn to
+# copy its name from the question into the call (the two spellings are different tokens).
+CITY_COUNTRIES = ("Japan", "China", "South Korea", "Thailand", "France", "Germany", "Italy",
+                  "Spain", "Egypt", "Kenya", "Brazil", "Canada")
 
 
 def _tool(name: str, description: str, properties: dict, required: list[str]) -> dict:
@@ -87,7 +91,7 @@ ANSWERS = {
 
 
 def _city(rng: random.Random, lang: str, avoid: str | None = None) -> str:
-    cities = [getattr(c, f"capital_{lang}") for c in COUNTRIES]
+    cities = [getattr(c, f"capital_{lang}") for c in COUNTRIES if c.en in CITY_COUNTRIES]
     return rng.choice([c for c in cities if c != avoid])
 
 
@@ -156,7 +160,7 @@ def tool_conversation(rng: random.Random) -> dict:
     fill, args = _request(rng, lang, name, None)
     messages += _exchange(rng, lang, name, rng.choice(QUESTIONS[lang, name]).format(**fill),
                           args)
-    if rng.random() < FOLLOWUP_PROB:
+    for _ in range(rng.choice(FOLLOWUPS_PER_CONVERSATION)):
         fill, args = _request(rng, lang, name, args)
         kind = "city" if "city" in args else name
         messages += _exchange(rng, lang, name, rng.choice(FOLLOWUPS[lang, kind]).format(**fill),
