@@ -74,7 +74,9 @@ def setup(sources: list[Path], workdir: Path, max_length: int) -> dict:
     start = time.perf_counter()
     records = clean_records(params).records("train")
     clean_seconds = time.perf_counter() - start
-    tokenizer = train_tokenizer((m["content"] for r in records for m in r["messages"]), VOCAB)
+    context = max(1024, max_length)
+    tokenizer = train_tokenizer((m["content"] for r in records for m in r["messages"]), VOCAB,
+                                context)
     encoded = ChatEncoder(tokenizer, max_length=max_length).encode_records(records)
     kept = [r for r, e in zip(records, encoded, strict=True) if not isinstance(e, Exception)]
     for rec in kept[:50]:  # TRL's template must render exactly like chatsft's
@@ -90,7 +92,7 @@ def setup(sources: list[Path], workdir: Path, max_length: int) -> dict:
     write_jsonl(data / "heldout.jsonl", kept[::HOLD_OUT])
     for split in ("validation", "test"):
         write_jsonl(data / f"{split}.jsonl", [])
-    sizes = ScratchModel(**SCRATCH, max_position_embeddings=max(1024, max_length))
+    sizes = ScratchModel(**SCRATCH, max_position_embeddings=context)
     model = build_scratch_model(tokenizer, sizes)
     model.save_pretrained(workdir / "base")  # safetensors
     tokenizer.save_pretrained(workdir / "base")

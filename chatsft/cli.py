@@ -9,9 +9,10 @@ from chatsft.errors import user_errors_exit
 
 
 def _data_sample(args: argparse.Namespace) -> int:
-    from chatsft.data.demo import write_demo
+    from chatsft.data.demo import DEMO_TOOL_CALLS, write_demo
 
-    n = write_demo(args.output, seed=args.seed, n=args.n)
+    tool_calls = DEMO_TOOL_CALLS if args.tool_calls is None else args.tool_calls
+    n = write_demo(args.output, seed=args.seed, n=args.n, tool_calls=tool_calls)
     print(f"wrote {n} conversations to {args.output}")
     return 0
 
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--output", default="data/demo.jsonl")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("-n", type=int, default=3000)
+    sample.add_argument("--tool-calls", type=int, default=None,
+                        help="tool-use conversations added after the n others (default: as in "
+                        "the shipped data/demo.jsonl)")
     sample.set_defaults(func=_data_sample)
     check = data.add_parser(
         "check", help="report what the clean stage would reject, without writing splits; "

@@ -89,8 +89,8 @@ def context_size(model: PreTrainedModel, max_context: int | None = None) -> int 
 def fit_prompt(
     encoder: ChatEncoder, messages: list[dict], budget: int | None, tools: list | None = None
 ) -> tuple[list[int], int]:
-    """Prompt ids within `budget` tokens, dropping the oldest exchanges (the system prompt is
-    kept); returns the ids and the number of messages dropped."""
+    """Prompt ids within `budget` tokens, dropping the oldest exchanges (the system prompt and
+    the tools are kept); returns the ids and the number of messages dropped."""
     system = 1 if messages and messages[0]["role"] == "system" else 0
     body = messages[system:]
     dropped = 0
@@ -132,8 +132,10 @@ def generate_replies(
     prompts: list[list[dict]],
     p: GenerationParams,
     max_context: int | None = None,
+    tools: list[list | None] | None = None,
 ) -> list[Reply]:
-    """Reply text and generated-token count for each prompt, in input order.
+    """Reply text and generated-token count for each prompt, in input order; `tools`, when
+    given, holds each prompt's tool definitions (or None).
 
     Prompts are sorted by length so each left-padded batch wastes little; the KV cache is on.
     Sampling is seeded per batch (seed + index of the batch's first sorted prompt), so a run is
@@ -149,7 +151,7 @@ def generate_replies(
     out: list[Reply | None] = [None] * len(prompts)
     for n, messages in enumerate(prompts):
         try:
-            encoded[n] = fit_prompt(encoder, messages, budget)[0]
+            encoded[n] = fit_prompt(encoder, messages, budget, tools and tools[n])[0]
         except PromptTooLong as err:
             out[n] = Reply("", 0, [], error=err.short)
     # Seeds follow the position among the prompts that fit, as before any could fail.

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Iterable
+import os
+import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -42,6 +44,7 @@ from transformers import (
     Qwen2Config,
     Qwen2ForCausalLM,
 )
+from transformers.utils.chat_template_utils import _compile_jinja_template
 
 from chatsft import builtin_templates
 from chatsft.attention import NAME as VARLEN_SDPA
@@ -52,27 +55,70 @@ from chatsft.params import ModelParams, ScratchModel
 from chatsft.template import ChatEncoder
 
 CHATML_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-# Qwen2.5's ChatML layout, without its default system prompt and tool blocks.
-CHATML_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+# Tool markers, added (not special) tokens as in Qwen2.5/Qwen3: one token each for the model to
+# emit and for a parser to find, and, being in the template, control tokens: the same text
+# typed inside a message is encoded as plain text, so data cannot forge a call or a result.
+TOOL_TOKENS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>"]
+# Qwen2.5-Instruct's tool layout (the tools list in the system turn, each call as
+# `<tool_call>` JSON in the assistant turn, results in a user turn as `<tool_response>`), but
+# without its default system prompt. Without tools or tool messages the output is plain ChatML.
+_TOOLS_SYSTEM = (
+    "{%- if tools %}"
+    "{{- '<|im_start|>system\\n' }}"
+    "{%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] + '\\n\\n' }}{%- endif %}"
+    "{{- '# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\\n<tools>' }}"
+    "{%- for tool in tools %}{{- '\\n' }}{{- tool | tojson }}{%- endfor %}"
+    "{{- '\\n</tools>\\n\\nFor each function call, return a json object with function name and "
+    "arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\"name\": "
+    "<function-name>, \"arguments\": <args-json-object>}\\n</tool_call><|im_end|>\\n' }}"
+    "{%- endif %}"
 )
+_TOOL_CALLS = (
+    "{%- for tool_call in message['tool_calls'] %}"
+    "{%- if not loop.first or message['content'] %}{{- '\\n' }}{%- endif %}"
+    "{%- if tool_call['function'] is defined %}{%- set tool_call = tool_call['function'] %}"
+    "{%- endif %}"
+    "{{- '<tool_call>\\n{\"name\": \"' + tool_call['name'] + '\", \"arguments\": ' }}"
+    "{%- if tool_call['arguments'] is string %}{{- tool_call['arguments'] }}"
+    "{%- else %}{{- tool_call['arguments'] | tojson }}{%- endif %}"
+    "{{- '}\\n</tool_call>' }}"
+    "{%- endfor %}"
+)
+_TOOL_RESULT = (
+    "{%- if loop.first or messages[loop.index0 - 1]['role'] != 'tool' %}"
+    "{{- '<|im_start|>user' }}{%- endif %}"
+    "{{- '\\n<tool_response>\\n' + message['content'] + '\\n</tool_response>' }}"
+    "{%- if loop.last or messages[loop.index0 + 1]['role'] != 'tool' %}"
+    "{{- '<|im_end|>\\n' }}{%- endif %}"
+)
+
+
+def _chatml(markers: bool) -> str:
+    """The scratch template; `markers` puts `{% generation %}` around each reply."""
+    start, end = ("{% generation %}", "{% endgeneration %}") if markers else ("", "")
+    return (
+        _TOOLS_SYSTEM
+        + "{%- for message in messages %}"
+        "{%- if loop.first and message['role'] == 'system' and tools %}"
+        "{%- elif message['role'] == 'assistant' %}"
+        "{{- '<|im_start|>assistant\\n' }}" + start + "{{- message['content'] }}"
+        "{%- if message['tool_calls'] %}" + _TOOL_CALLS + "{%- endif %}"
+        "{{- '<|im_end|>' }}" + end + "{{- '\\n' }}"
+        "{%- elif message['role'] == 'tool' %}" + _TOOL_RESULT
+        + "{%- else %}"
+        "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+        "{%- endif %}"
+        "{%- endfor %}"
+        "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+    )
+
+
+CHATML_TEMPLATE = _chatml(markers=False)
 # The same rendering with `{% generation %}` markers around each reply and its <|im_end|>
 # (what chatsft supervises), for tools that need them: transformers'
 # return_assistant_tokens_mask, TRL's assistant_only_loss.
-CHATML_GENERATION_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{%- if message['role'] == 'assistant' %}"
-    "{{- '<|im_start|>assistant\\n' }}{% generation %}{{- message['content'] + '<|im_end|>' }}"
-    "{% endgeneration %}{{- '\\n' }}"
-    "{%- else %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{%- endif %}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
-)
+CHATML_GENERATION_TEMPLATE = _chatml(markers=True)
 # Qwen2's pre-tokenizer split (GPT-4 style, single digits).
 QWEN_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
@@ -88,8 +134,10 @@ class NonFiniteError(UserError):
     """A loss, gradient norm or weight is NaN or infinite."""
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer with the ChatML special tokens and chat template."""
+def train_tokenizer(texts: Iterable[str], vocab_size: int,
+                    model_max_length: int = 1024) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer with the ChatML special tokens, the tool markers and the
+    chat template; `model_max_length` is the model's context (max_position_embeddings)."""
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence(
@@ -107,13 +155,30 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)
-    return PreTrainedTokenizerFast(
+    out = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         chat_template=CHATML_TEMPLATE,
-        model_max_length=1_000_000,
+        model_max_length=model_max_length,
     )
+    out.add_tokens([AddedToken(t, special=False, normalized=False) for t in TOOL_TOKENS])
+    return out
+
+
+def tokenizer_texts(records: Iterable[dict]) -> Iterator[str]:
+    """What the scratch tokenizer learns from: the text of every message and, for records
+    that use tools, their whole rendering between control tokens (the tools prompt, tool
+    definitions, call JSON, results), which the model reads and writes as much as content."""
+    template = _compile_jinja_template(CHATML_TEMPLATE)
+    control = re.compile("|".join(map(re.escape, CHATML_SPECIALS + TOOL_TOKENS)))
+    for rec in records:
+        messages, tools = rec["messages"], rec.get("tools")
+        if tools or any(m.get("tool_calls") or m["role"] == "tool" for m in messages):
+            text = template.render(messages=messages, tools=tools, add_generation_prompt=False)
+            yield from (t for t in control.split(text) if t)
+        else:
+            yield from (m["content"] for m in messages)
 
 
 def build_scratch_model(
@@ -334,6 +399,18 @@ def check_finite_files(directory: str | Path, what: str) -> None:
                         "not saved (training diverged, or its input model is corrupted)")
 
 
+def make_readable(folder: str | Path) -> None:
+    """Give `folder` and everything in it the permissions the umask allows (usually 0755 and
+    0644), as a plain write would: safetensors writes weights 0600 and a temporary folder is
+    0700, which would hide a model in a shared folder from its other users."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder = Path(folder)
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def prepare_base(params: ModelParams, train_split: str | Path, out_dir: str | Path) -> dict:
     """Write the starting point to `out_dir` atomically and return what `base.json` records.
 
@@ -343,8 +420,9 @@ def prepare_base(params: ModelParams, train_split: str | Path, out_dir: str | Pa
     """
     with atomic_path(out_dir, is_dir=True) as tmp:
         if params.name_or_path == "scratch":
-            texts = (m["content"] for rec in read_jsonl(train_split) for m in rec["messages"])
-            tokenizer = train_tokenizer(texts, params.scratch.vocab_size)
+            tokenizer = train_tokenizer(tokenizer_texts(read_jsonl(train_split)),
+                                        params.scratch.vocab_size,
+                                        params.scratch.max_position_embeddings)
             apply_chat_template_choice(tokenizer, params.chat_template, "scratch")
             model = build_scratch_model(tokenizer, params.scratch)
             model.save_pretrained(tmp)
@@ -363,4 +441,5 @@ def prepare_base(params: ModelParams, train_split: str | Path, out_dir: str | Pa
                 info |= {"added_token_ids": added, "vocab_before_template": before}
         tokenizer.save_pretrained(tmp)
         write_json(tmp / "base.json", info)
+        make_readable(tmp)
     return info

@@ -1,13 +1,14 @@
-"""Batch prediction over a file of prompts (each ending with a user turn).
+"""Batch prediction over a file of prompts (each ending with a user turn or a tool result).
 
 Prompts are ChatML (or ShareGPT) records in JSON or JSONL, read like the clean stage reads
-data. Every record gets exactly one output line, in input order (generation sorts by length
-internally): `{"messages": [...], "reply": "...", "generated_tokens": n}`, or, when there can
-be no reply, `{"where": "file: line 3", "error": reason, "messages"?: [...]}` with the reason
-(`not JSON`, `does not end with a user turn`, `prompt too long: 1330 tokens > 960`, ...). One
-bad record never costs the others' replies; `--strict` (`predict.strict`) makes any error
-line an exit status of 1, after the whole file is written. A reply with a think block
-has its answer in `reply` and the reasoning in `reasoning`.
+data, with their `tools` when they declare some. Every record gets exactly one output line,
+in input order (generation sorts by length internally): `{"messages": [...], "tools"?: [...],
+"reply": "...", "generated_tokens": n}`, or, when there can be no reply, `{"where": "file:
+line 3", "error": reason, "messages"?: [...]}` with the reason (`not JSON`, `does not end with
+a user turn`, `prompt too long: 1330 tokens > 960`, ...). One bad record never costs the
+others' replies; `--strict` (`predict.strict`) makes any error line an exit status of 1,
+after the whole file is written. A reply with a think block has its answer in `reply` and
+the reasoning in `reasoning`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, NamedTuple
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from chatsft.data.formats import Reject, to_messages
+from chatsft.data.formats import Reject, to_record
 from chatsft.data.sources import BOM, _first_byte, expand, parse_json, read_file
 from chatsft.errors import UserError
 from chatsft.generation import generate_replies
@@ -30,6 +31,7 @@ class Prompt(NamedTuple):
     where: str  # "file: line 3" or "file: index 3"
     messages: list[dict] | None
     error: str | None = None  # why this record cannot be answered
+    tools: list | None = None
 
 
 def _values(file: Path) -> Iterator[tuple[str, Any, str | None]]:
@@ -54,8 +56,9 @@ def _values(file: Path) -> Iterator[tuple[str, Any, str | None]]:
 
 def load_prompts(path: str, with_reply: bool = False) -> list[Prompt]:
     """Every record of a JSON/JSONL file (or files), with its messages or why it is not a
-    prompt. A missing file, or one without any record, stops with a message. `with_reply`: a
-    record may also end with the assistant turn (a reference reply)."""
+    prompt (a prompt ends with a user turn or a tool result). A missing file, or one without
+    any record, stops with a message. `with_reply`: a record may also end with the assistant
+    turn (a reference reply)."""
     prompts = []
     for file in expand(path):
         for locator, value, error in _values(file):
@@ -64,16 +67,16 @@ def load_prompts(path: str, with_reply: bool = False) -> list[Prompt]:
                 prompts.append(Prompt(where, None, error))
                 continue
             try:
-                messages = to_messages(value)
+                record = to_record(value)
             except Reject as r:
                 prompts.append(Prompt(where, None, r.reason))
                 continue
-            ends = ("user", "assistant") if with_reply else ("user",)
+            messages, tools = record["messages"], record.get("tools")
+            ends = ("user", "tool", "assistant") if with_reply else ("user", "tool")
             if not messages or messages[-1]["role"] not in ends:
-                prompts.append(Prompt(where, messages,
-                                      f"does not end with a {' or '.join(ends)} turn"))
+                prompts.append(Prompt(where, messages, "does not end with a user turn", tools))
             else:
-                prompts.append(Prompt(where, messages))
+                prompts.append(Prompt(where, messages, None, tools))
     if not prompts:
         raise Reject("no prompts", f"{path} holds no records")
     return prompts
@@ -90,7 +93,7 @@ def predict_file(
     prompts = load_prompts(path)
     good = [n for n, x in enumerate(prompts) if x.error is None]
     answers = generate_replies(model, tokenizer, [prompts[n].messages for n in good], p,
-                               max_context)
+                               max_context, tools=[prompts[n].tools for n in good])
     replies = dict(zip(good, answers, strict=True))
     rows = []
     for n, prompt in enumerate(prompts):
@@ -100,8 +103,9 @@ def predict_file(
             rows.append({"where": prompt.where, "error": error}
                         | ({"messages": prompt.messages} if prompt.messages else {}))
         else:
-            rows.append({"messages": prompt.messages, "reply": reply.text,
-                         "generated_tokens": reply.generated_tokens}
+            rows.append({"messages": prompt.messages}
+                        | ({"tools": prompt.tools} if prompt.tools else {})
+                        | {"reply": reply.text, "generated_tokens": reply.generated_tokens}
                         | ({"reasoning": reply.reasoning} if reply.reasoning is not None else {}))
     return rows
 

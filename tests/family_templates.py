@@ -22,11 +22,13 @@ the mask, never the text.
   (meta-llama/Llama-3.2-1B-Instruct `tokenizer_config.json`) that writes today's date with
   `strftime_now` (its system turn, tools left out), for the template-date test.
 - `CHATML_MARKED`: chatsft's own ChatML (`chatsft.modeling.CHATML_TEMPLATE`, Qwen2.5's layout
-  without the default system prompt and tool sections), the `chatml` choice of
-  `model.chat_template`.
+  and tool sections without the default system prompt), the `chatml` choice of
+  `model.chat_template`: `chatsft.modeling.CHATML_GENERATION_TEMPLATE`.
 """
 
 from __future__ import annotations
+
+from chatsft.modeling import CHATML_GENERATION_TEMPLATE
 
 # ruff: noqa: E501  (the templates are verbatim)
 
@@ -307,17 +309,9 @@ LLAMA31_MARKED = r"""{{- bos_token }}
 {%- endif %}
 """
 
-CHATML_MARKED = (
-    "{%- for message in messages %}"
-    "{%- if message['role'] == 'assistant' %}"
-    "{{- '<|im_start|>assistant\\n' }}{%- generation %}{{- message['content'] + '<|im_end|>' }}"
-    "{%- endgeneration %}{{- '\\n' }}"
-    "{%- else %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{%- endif %}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
-)
+# chatsft's ChatML has Qwen2.5's tool sections (without its default system prompt); its marked
+# twin is built with it (`chatsft.modeling`), and a test checks both render the same.
+CHATML_MARKED = CHATML_GENERATION_TEMPLATE
 
 LLAMA32_DATE_TEMPLATE = r"""{{- bos_token }}
 {%- if not date_string is defined %}

@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from chatsft.data.demo import DEMO_TOOL_CALLS
 from tests.pipeline_clone import ran, run, set_params, stale
 
 
@@ -36,7 +37,8 @@ def test_every_stage_produces_its_outputs(repo):
         assert key in metrics["sft"]["test"]
     assert metrics["sft"]["test"]["perplexity"] < metrics["base"]["test"]["perplexity"]
     clean = json.loads((repo / "metrics" / "clean.json").read_text())
-    assert clean["kept"] + clean["quarantined"] + clean["unsampled"] == clean["read"] == 3000
+    assert clean["kept"] + clean["quarantined"] + clean["unsampled"] == clean["read"] == (
+        3000 + DEMO_TOOL_CALLS)
     preds = (repo / "models" / "predictions.jsonl").read_text().splitlines()
     assert len(preds) == len((repo / "data" / "predict.jsonl").read_text().splitlines())
     assert (repo / "metrics" / "mask_audit.html").exists()

@@ -48,6 +48,30 @@ def test_sharegpt_prompts_are_read_too(tmp_path):
     assert [p.messages for p in load_prompts(src)] == [[{"role": "user", "content": "你好"}]]
 
 
+def test_prompts_keep_their_tools_and_may_end_with_a_tool_result(tmp_path, two_word_model):
+    from chatsft.modeling import load_tokenizer
+    from chatsft.predict import predict_file
+
+    tools = [{"type": "function", "function": {"name": "get_weather"}}]  # short: a tiny vocab
+    call = {"type": "function", "function": {"name": "get_weather",
+                                             "arguments": {"city": "Paris"}}}
+    records = [
+        {"messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": tools},
+        {"messages": [{"role": "user", "content": "Weather in Paris?"},
+                      {"role": "assistant", "content": "", "tool_calls": [call]},
+                      {"role": "tool", "content": '{"temperature": 18}'}], "tools": tools},
+        {"messages": [{"role": "user", "content": "Hi"}]},
+    ]
+    src = write_lines(tmp_path / "p.jsonl", records)
+    assert [{"messages": p.messages} | ({"tools": p.tools} if p.tools else {})
+            for p in load_prompts(src)] == records
+    path, answer = two_word_model
+    rows = predict_file(load_for_inference(str(path)), load_tokenizer(path), src,
+                        GenerationParams(max_new_tokens=6))
+    assert [{k: v for k, v in r.items() if k in ("messages", "tools")} for r in rows] == records
+    assert [r["reply"] for r in rows] == [answer.strip()] * 3
+
+
 @pytest.mark.parametrize(
     ("line", "reason"),
     [

@@ -196,8 +196,8 @@ def test_tool_calls_render_with_tools_and_are_supervised():
     assert "# Tools" in tok.decode(enc.input_ids)
 
 
-def test_tool_records_are_unsupported_without_a_tool_template(chatml_tokenizer):
-    enc = ChatEncoder(chatml_tokenizer)
+def test_tool_records_are_unsupported_without_a_tool_template():
+    enc = ChatEncoder(llama3_tokenizer())  # Llama-3's template renders no tools
     for record in ({"messages": TOOL_MESSAGES}, {"messages": CASES["no_system"], "tools": TOOLS}):
         (res,) = enc.encode_records([record])
         assert isinstance(res, UnsupportedRole) and res.reason == "unsupported role"

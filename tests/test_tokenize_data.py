@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 
@@ -14,6 +15,7 @@ from chatsft.template import ChatEncoder, ParityError
 from chatsft.tokenize_data import audit_html, to_dataset, tokenize_split
 from tests.chat_templates import llama3_tokenizer, qwen25_tokenizer
 from tests.conftest import REAL_DATA
+from tests.test_scratch_template import PLAIN_CHATML
 
 IGNORE = -100
 REAL = ["alpaca_en_demo.json", "alpaca_zh_demo.json", "identity.json",
@@ -62,7 +64,9 @@ def test_quarantine_and_stats(demo_records, chatml_tokenizer):
     long = {"messages": [{"role": "user", "content": "x " * 300},
                          {"role": "assistant", "content": "ok"}]}
     records = demo_records[:50] + [long, TOOL_RECORD]
-    enc = ChatEncoder(chatml_tokenizer, max_length=48)
+    tok = copy.deepcopy(chatml_tokenizer)
+    tok.chat_template = PLAIN_CHATML  # without tool sections, so the tool record is unsupported
+    enc = ChatEncoder(tok, max_length=48)
     cols, quarantine, stats = tokenize_split(records, enc, "train", "data/clean/train.jsonl")
     reasons = {q["where"]: q["reason"] for q in quarantine}
     assert reasons["line 51"] == "too long" and reasons["line 52"] == "unsupported role"

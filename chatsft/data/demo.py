@@ -25,6 +25,7 @@ Turn = tuple[str, str]  # (user message, assistant reply)
 MAX_REPLY_CHARS = 150
 MAX_CONVERSATION_CHARS = 600
 SYSTEM_PROMPT_PROB = 0.85
+DEMO_TOOL_CALLS = 1000  # tool-use records in data/demo.jsonl (`chatsft data sample`)
 CASUAL_PREFIX_PROB = 0.15
 
 SYSTEM_PROMPTS = {
@@ -388,8 +389,10 @@ def _within_limits(messages: list[dict[str, str]]) -> bool:
     return replies_ok and sum(len(m["content"]) for m in messages) < MAX_CONVERSATION_CHARS
 
 
-def generate_demo(seed: int = 0, n: int = 3000) -> list[dict]:
-    """Generate ``n`` unique ChatML conversations, deterministically for ``seed``.
+def generate_demo(seed: int = 0, n: int = 3000, tool_calls: int = 0) -> list[dict]:
+    """Generate ``n`` unique ChatML conversations, deterministically for ``seed``, then
+    ``tool_calls`` tool-use records (``chatsft.data.demo_tools``; the shipped data has
+    ``DEMO_TOOL_CALLS``), which leave the first ``n`` unchanged.
 
     Each record is ``{"messages": [{"role": ..., "content": ...}, ...]}`` with an optional
     leading system message, then alternating user/assistant turns ending with the assistant.
@@ -414,18 +417,23 @@ def generate_demo(seed: int = 0, n: int = 3000) -> list[dict]:
         records.append({"messages": messages})
     if len(records) < n:
         raise ValueError(f"could only generate {len(records)} unique conversations, not {n}")
+    if tool_calls:
+        from chatsft.data.demo_tools import tool_conversations  # it imports this module
+
+        records += tool_conversations(seed, tool_calls)
     return records
 
 
-def write_demo(path: str | Path, seed: int = 0, n: int = 3000) -> int:
-    """Write ``generate_demo(seed, n)`` to ``path`` as UTF-8 JSONL and return the count.
+def write_demo(path: str | Path, seed: int = 0, n: int = 3000, tool_calls: int = 0) -> int:
+    """Write ``generate_demo(seed, n, tool_calls)`` to ``path`` as UTF-8 JSONL and return the
+    count.
 
     The file is written to a temporary file in the same folder and moved into place with
     ``os.replace``, so readers never see a half-written file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    records = generate_demo(seed=seed, n=n)
+    records = generate_demo(seed=seed, n=n, tool_calls=tool_calls)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:

@@ -60,11 +60,28 @@ def load_quantized(base_dir: str | Path, bits: int, compute_dtype: torch.dtype,
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
+def base_reference(base_dir: str | Path) -> tuple[str, str | None]:
+    """Where an adapter's base model is, valid from any working directory: the hub id and
+    pinned revision `base.json` records, else the absolute path of the base directory (peft
+    would record the path as it was given, such as `models/base`)."""
+    info_path = Path(base_dir) / "base.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    source = info.get("weights_from")
+    if not source:
+        return str(Path(base_dir).resolve()), None
+    if Path(source).is_dir():  # a local directory: from_pretrained ignores revisions there
+        return str(Path(source).resolve()), None
+    return source, info.get("revision")
+
+
 def apply_lora(model, lora: LoraParams, gradient_checkpointing: bool,
+               base: tuple[str, str | None] | None = None,
                new_token_ids: list[int] | None = None):
-    """Freeze the model and add trainable LoRA adapters to the target modules. The embedding
-    rows of tokens the chat template added (`new_token_ids`) train too (peft's trainable
-    tokens: only those rows, saved with the adapter), or they would stay at their init."""
+    """Freeze the model and add trainable LoRA adapters to the target modules; `base` is
+    what the saved adapter config records as its base model (name or path, revision). The
+    embedding rows of tokens the chat template added (`new_token_ids`) train too (peft's
+    trainable tokens: only those rows, saved with the adapter), or they would stay at their
+    init."""
     from peft import LoraConfig, get_peft_model
 
     if gradient_checkpointing:
@@ -77,9 +94,13 @@ def apply_lora(model, lora: LoraParams, gradient_checkpointing: bool,
         trainable_token_indices=new_token_ids or None,
     )
     try:
-        return get_peft_model(model, config)
+        peft_model = get_peft_model(model, config)
     except ValueError as err:  # e.g. a target module name that matches nothing
         raise LoraError(f"train.lora.target_modules={lora.target_modules!r}: {err}") from None
+    if base is not None:
+        saved = peft_model.peft_config["default"]
+        saved.base_model_name_or_path, saved.revision = base
+    return peft_model
 
 
 def prepare_model(base_dir: str | Path, params: TrainParams, dtype: str,
@@ -97,7 +118,7 @@ def prepare_model(base_dir: str | Path, params: TrainParams, dtype: str,
     info_path = Path(base_dir) / "base.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     return apply_lora(model, params.lora, params.gradient_checkpointing,
-                      info.get("added_token_ids"))
+                      base_reference(base_dir), info.get("added_token_ids"))
 
 
 def merge_adapter(base_dir: str | Path, adapter_dir: Path, dtype: str, out_dir: Path,

@@ -18,7 +18,7 @@ from transformers import EarlyStoppingCallback, PreTrainedTokenizerBase, Progres
 
 from chatsft.errors import UserError, disk_full_errors
 from chatsft.io import check_output_kind, replace_output
-from chatsft.modeling import add_chat_eos, check_finite_files
+from chatsft.modeling import add_chat_eos, check_finite_files, make_readable
 from chatsft.params import Params
 from chatsft.training import checkpoints
 from chatsft.training.args import resolve_precision, training_arguments
@@ -140,6 +140,9 @@ def save_model(trainer: SFTTrainer, params: Params, base_dir: Path,
     _barrier()
     lora = params.train.method != "full"
     merge = lora and params.train.lora.merge
+    # Trainer turns the KV cache off for training (TrainingArguments.use_cache); the saved
+    # model is for inference, where plain `generate` reads it from config.json.
+    trainer.model.config.use_cache = True
     try:
         with disk_full_errors(out_dir.parent):
             trainer.save_model(str(tmp / ADAPTER_DIR if merge else tmp))
@@ -151,6 +154,7 @@ def save_model(trainer: SFTTrainer, params: Params, base_dir: Path,
                                   params.model.trust_remote_code)
                 tokenizer.save_pretrained(tmp)
                 add_chat_eos(tmp, tokenizer)
+                make_readable(tmp)
                 check_finite_files(tmp, str(out_dir))
                 replace_output(tmp, out_dir, is_dir=True)
     finally:

@@ -43,6 +43,17 @@ class SFTTrainer(Trainer):
         model = self.accelerator.unwrap_model(self.model)
         return model.get_base_model() if hasattr(model, "get_base_model") else model
 
+    def _issue_warnings_after_load(self, load_result) -> None:
+        # Trainer recognises tied weights only by the old `_keys_to_ignore_on_save`, which
+        # transformers 5 models leave empty (`all_tied_weights_keys` lists them). Checkpoints
+        # omit a tied output layer, so resuming would warn "missing keys ['lm_head.weight']"
+        # although nothing is missing: drop those keys and re-tie, as Trainer meant to.
+        tied = set(getattr(self._base_model(), "all_tied_weights_keys", None) or ())
+        missing = [k for k in load_result.missing_keys if k not in tied]
+        if len(missing) < len(load_result.missing_keys):
+            self._base_model().tie_weights()
+        super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
+
     def training_step(self, model, inputs, num_items_in_batch=None):
         # Counted on the device, read only when logging: no host sync per micro-batch.
         real = inputs.pop("num_real_tokens")

@@ -53,8 +53,9 @@ def test_data_check_fails_when_a_file_loses_every_record(tmp_path, capsys):
 
 def test_data_sample_writes_the_demo_data(tmp_path, capsys):
     out = tmp_path / "demo.jsonl"
-    assert main(["data", "sample", "--output", str(out), "-n", "25"]) == 0
-    assert len(out.read_text().splitlines()) == 25
+    assert main(["data", "sample", "--output", str(out), "-n", "25", "--tool-calls", "5"]) == 0
+    assert len(out.read_text().splitlines()) == 30
+    assert sum('"tool_calls"' in line for line in out.read_text().splitlines()) >= 3
     assert main(["data", "check", str(out)]) == 0
 
 

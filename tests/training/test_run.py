@@ -48,7 +48,7 @@ def test_early_stopping_finishes_with_the_best_checkpoint(tmp_path, tiny_model_d
     from tests.training.helpers import one_step_trainer
 
     summary = _run(tmp_path, tiny_model_dir, tiny_splits, chatml_tokenizer, max_steps=20,
-                   eval_steps=2, save_steps=2, learning_rate=0.05,
+                   eval_steps=2, save_steps=2, learning_rate=0.08,
                    lr_scheduler="constant_with_warmup", early_stopping_patience=2)
     assert summary["steps"] < 20
     assert summary["steps"] == summary["best_step"] + 2 * 2  # two evals without improvement
