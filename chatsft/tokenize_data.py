@@ -27,7 +27,10 @@ FEATURES = Features(
 )
 SPLITS = ("train", "validation", "test")
 CHUNK = 1024  # most records per batched tokenizer call
-MIN_CHUNK = 64  # fewer records per process than this are not worth a fork
+# Fewer records per process than this are not worth a fork: a pool costs ~0.1 CPU-second and
+# each child page-faults its way through the parent's copied memory (measured with the real
+# Qwen tokenizer, benchmarks/tokenize_real.py).
+MIN_CHUNK = 256
 
 
 _WORKER: ChatEncoder | None = None  # the encoder a forked worker process inherits

@@ -95,15 +95,16 @@ def test_num_proc_spreads_a_small_split_over_processes_with_identical_output(
     quarantine and stats are the same as in one process."""
     long = {"messages": [{"role": "user", "content": "x " * 300},
                          {"role": "assistant", "content": "ok"}]}
-    records = demo_records[:100] + [long, TOOL_RECORD] + demo_records[100:200]
+    base = demo_records * 2  # 800
+    records = base[:300] + [long, TOOL_RECORD] + base[300:600]
     for num_proc, expected in ((1, {os.getpid()}), (2, None)):
         results = encode_all(records, PidEncoder(chatml_tokenizer, max_length=128), num_proc)
         pids = {e.pid for res in results if not isinstance(res, Exception) for e in res}
         assert pids == expected if expected else len(pids) == 2 and os.getpid() not in pids
     one, two = (tokenize_split(records, ChatEncoder(chatml_tokenizer, max_length=128), "train",
                                num_proc=n) for n in (1, 2))
-    assert one == two and one[2]["samples"] == 200 and one[2]["truncated"] > 0
-    assert [q["where"] for q in two[1]] == ["line 101", "line 102"]
+    assert one == two and one[2]["samples"] == 600 and one[2]["truncated"] > 0
+    assert [q["where"] for q in two[1]] == ["line 301", "line 302"]
     assert to_dataset(one[0])._fingerprint == to_dataset(two[0])._fingerprint
 
 
