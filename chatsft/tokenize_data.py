@@ -27,7 +27,11 @@ FEATURES = Features(
     {"input_ids": Sequence(Value("int32")), "labels": Sequence(Value("int32"))}
 )
 SPLITS = ("train", "validation", "test")
-CHUNK = 1024  # records per batched tokenizer call
+CHUNK = 1024  # most records per batched tokenizer call
+# Fewer records per process than this are not worth a fork: a pool costs ~0.1 CPU-second and
+# each child page-faults its way through the parent's copied memory (measured with the real
+# Qwen tokenizer, benchmarks/tokenize_real.py).
+MIN_CHUNK = 256
 # Above this share of a split quarantined as too long, the stage warns and suggests a
 # max_length: a silent loss of that size changes what the model learns.
 TOO_LONG_WARNING = 0.05
@@ -41,11 +45,22 @@ def _encode_chunk(chunk: list[dict]) -> list:
     return _WORKER.encode_records(chunk)
 
 
+def chunk_size(n: int, num_proc: int) -> int:
+    """Records per chunk: at most CHUNK, and a multiple of `num_proc` chunks of about equal
+    size, so that every process gets work (a split of up to CHUNK records used to be one
+    chunk, hence one process) and none is left with a short last chunk."""
+    if num_proc <= 1:
+        return CHUNK
+    chunks = num_proc * -(-n // (num_proc * CHUNK))
+    return max(MIN_CHUNK, -(-n // max(chunks, 1)))
+
+
 def encode_all(records: list[dict], encoder: ChatEncoder, num_proc: int = 1) -> Iterator:
     """`encoder.encode_records` of every record, in order, in chunks over `num_proc` forked
     processes (rendering the template is Python, one core per process). The results are the
     same with any number of processes: each record is encoded on its own."""
-    chunks = [records[b : b + CHUNK] for b in range(0, len(records), CHUNK)]
+    size = chunk_size(len(records), num_proc)
+    chunks = [records[b : b + size] for b in range(0, len(records), size)]
     if num_proc <= 1 or len(chunks) <= 1:
         for chunk in chunks:
             yield from encoder.encode_records(chunk)

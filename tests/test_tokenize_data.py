@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 
 import pytest
@@ -12,7 +13,7 @@ import yaml
 from chatsft.data.clean import clean_records
 from chatsft.params import DataParams, Params
 from chatsft.template import ChatEncoder, ParityError
-from chatsft.tokenize_data import audit_html, to_dataset, tokenize_split
+from chatsft.tokenize_data import audit_html, encode_all, to_dataset, tokenize_split
 from tests.chat_templates import llama3_tokenizer, qwen25_tokenizer
 from tests.conftest import REAL_DATA
 from tests.test_scratch_template import PLAIN_CHATML
@@ -79,6 +80,36 @@ def test_quarantine_and_stats(demo_records, chatml_tokenizer):
     assert stats["longest"] <= 48
     assert stats["tokens"] == sum(map(len, cols["input_ids"]))
     assert stats["supervised_tokens"] == sum(v != IGNORE for lab in cols["labels"] for v in lab)
+
+
+class PidEncoder(ChatEncoder):
+    """Notes on every sample the process that encoded it."""
+
+    def encode_records(self, records, fast=True):
+        results = super().encode_records(records, fast)
+        for res in results:
+            for enc in [] if isinstance(res, Exception) else res:
+                enc.pid = os.getpid()
+        return results
+
+
+def test_num_proc_spreads_a_small_split_over_processes_with_identical_output(
+        demo_records, chatml_tokenizer):
+    """A split under one chunk (1,024 records) still goes to every process, and the columns,
+    quarantine and stats are the same as in one process."""
+    long = {"messages": [{"role": "user", "content": "x " * 300},
+                         {"role": "assistant", "content": "ok"}]}
+    base = demo_records * 2  # 800
+    records = base[:300] + [long, TOOL_RECORD] + base[300:600]
+    for num_proc, expected in ((1, {os.getpid()}), (2, None)):
+        results = encode_all(records, PidEncoder(chatml_tokenizer, max_length=128), num_proc)
+        pids = {e.pid for res in results if not isinstance(res, Exception) for e in res}
+        assert pids == expected if expected else len(pids) == 2 and os.getpid() not in pids
+    one, two = (tokenize_split(records, ChatEncoder(chatml_tokenizer, max_length=128), "train",
+                               num_proc=n) for n in (1, 2))
+    assert one == two and one[2]["samples"] == 600 and one[2]["truncated"] > 0
+    assert [q["where"] for q in two[1]] == ["line 301", "line 302"]
+    assert to_dataset(one[0])._fingerprint == to_dataset(two[0])._fingerprint
 
 
 PARITY_BAD = {"messages": [{"role": "user", "content": "Hi"},
