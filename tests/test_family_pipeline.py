@@ -139,7 +139,7 @@ def family_repo(request, tmp_path_factory) -> tuple[str, Path]:
                  "test_fraction": 0.1},
         "model": {"name_or_path": str(model_dir), "chat_template": template},
         "tokenize": {"max_length": 384, "template_kwargs": kwargs},
-        "train": {"max_steps": 200, "learning_rate": 0.03, "per_device_batch_size": 4,
+        "train": {"max_steps": 300, "learning_rate": 0.03, "per_device_batch_size": 4,
                   "eval_steps": 100, "logging_steps": 10, "warmup_ratio": 0.0,
                   "early_stopping_patience": 0, "select_best": False},
         "evaluate": {"compare_base": False, "generation": gen},
@@ -153,10 +153,13 @@ def test_fixed_reply_through_evaluate_predict_and_chat(family_repo):
     name, repo = family_repo
     preds = [json.loads(x) for x in
              (repo / "metrics" / "eval_predictions.jsonl").read_text().splitlines()]
-    assert preds and all(p["prediction"] == ANSWER for p in preds), [
-        (p["prediction"], p.get("reasoning")) for p in preds]
+    answers = [p for p in preds if "reference" in p]
+    assert answers and all(p["prediction"] == ANSWER for p in answers), [
+        (p["prediction"], p.get("reasoning")) for p in answers]
     # The reasoning is reported beside the answer, not in it.
-    assert all(p.get("reasoning") == THOUGHT for p in preds)
+    assert all(p.get("reasoning") == THOUGHT for p in answers)
+    calls = [p for p in preds if "reference_tool_calls" in p]
+    assert all(p["tool_call_name_ok"] and p["tool_call_arguments_ok"] for p in calls), calls
     replies = [json.loads(x) for x in
                (repo / "models" / "predictions.jsonl").read_text().splitlines()]
     assert [r["reply"] for r in replies] == [ANSWER] * 4
