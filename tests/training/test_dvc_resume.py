@@ -4,6 +4,7 @@ ends."""
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import signal
@@ -69,6 +70,10 @@ def test_dvc_repro_resumes_a_killed_train_stage(pipeline_repo, tmp_path):
         a = load_file(tmp_path / "models" / "sft" / "model.safetensors")
         b = load_file(repo / "models" / "sft" / "model.safetensors")
         assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+        # Each step trained once: the loss curve continues, it does not start over.
+        with open(repo / "metrics/train/plots/metrics/train/loss.tsv", newline="") as f:
+            steps = [int(r["step"]) for r in csv.DictReader(f, delimiter="\t")]
+        assert steps == list(range(2, 31, 2))  # logging_steps 2 in the clone's params
         assert "train" not in stale(repo) and list(ckpt.iterdir()) == []
     finally:
         (repo / "params.yaml").write_text(original)
