@@ -43,6 +43,7 @@ class Mutation:
 
 
 PACKED = "tests/test_packing.py::test_packed_loss_equals_unpacked_loss"
+# test_attention ids: [offsets-per_sample]
 VARLEN = "tests/test_attention.py::test_packed_rows_match_sdpa_in_loss_logits_and_gradients"
 MEMORY = "tests/test_loss.py::test_step_memory_with_qwen25_vocabulary_is_under_60_percent_of_plain"
 
@@ -73,7 +74,7 @@ MUTATIONS = [
         "        cuts = row.nonzero().view(-1).tolist() + [length]\n",
         "        cuts = [0, length]  # one causal call over the whole packed row\n",
         (f"{PACKED}[sdpa_varlen-False-per-sample]", f"{PACKED}[sdpa_varlen-True-per-sample]",
-         f"{VARLEN}[True-True]", f"{VARLEN}[True-False]"),
+         f"{VARLEN}[True-True]", f"{VARLEN}[False-True]"),
     ),
     Mutation(
         "packed-attend-across-masked",
@@ -82,7 +83,7 @@ MUTATIONS = [
         "        mask = (seq[:, :, None] == seq[:, None, :]).tril()[:, None]\n",
         "        mask = torch.ones_like(seq[:, :, None] == seq[:, None, :]).tril()[:, None]\n",
         (f"{PACKED}[sdpa_varlen-False-masked]", f"{PACKED}[sdpa_varlen-True-masked]",
-         f"{VARLEN}[False-True]", f"{VARLEN}[False-False]"),
+         f"{VARLEN}[True-False]", f"{VARLEN}[False-False]"),
     ),
     Mutation(
         "chunked-loss-off",
