@@ -135,9 +135,10 @@ def apply(mutation: Mutation, repo: Path) -> str | None:
 
 
 def run_tests(repo: Path, tests: list[str]) -> dict[str, str]:
-    """Outcome (PASSED, FAILED, ERROR, ...) of each test, run in the copy `repo`."""
+    """Outcome (PASSED, FAILED, ERROR, ...) of each test, run in the copy `repo`, with
+    pytest's one-line reason for a failure ("FAILED - AssertionError: ...")."""
     env = dict(os.environ, PYTHONPATH=str(repo))
-    cmd = [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", *tests]
+    cmd = [sys.executable, "-m", "pytest", "-rA", "-p", "no:cacheprovider", *tests]
     try:
         proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True,
                               timeout=TIMEOUT)
@@ -148,7 +149,8 @@ def run_tests(repo: Path, tests: list[str]) -> dict[str, str]:
     for line in out.splitlines():
         word, _, rest = line.partition(" ")
         if word in ("PASSED", "FAILED", "ERROR", "SKIPPED", "XFAIL", "XPASS"):
-            outcomes.setdefault(rest.split(" - ")[0], word)
+            test, _, reason = rest.partition(" - ")
+            outcomes.setdefault(test, f"{word} - {reason}" if reason else word)
     return {t: outcomes.get(t, "NOT RUN") for t in tests}
 
 
@@ -191,18 +193,20 @@ def main() -> int:
             start = time.perf_counter()
             problem = apply(m, repo)
             outcomes = {} if problem else run_tests(repo, list(m.tests))
-            failed = [t for t, o in outcomes.items() if o == "FAILED"]
+            failed = [t for t, o in outcomes.items() if o.startswith("FAILED")]
             if problem:
                 verdict = problem
             elif len(failed) == len(m.tests):
                 verdict = "caught"
             else:
                 verdict = "MISSED by " + ", ".join(f"{t} ({o})" for t, o in outcomes.items()
-                                                   if o != "FAILED")
+                                                   if not o.startswith("FAILED"))
             seconds = time.perf_counter() - start
             rows.append((m, verdict, len(failed), seconds))
             print(f"{m.name}: {verdict} ({len(failed)}/{len(m.tests)} named tests fail, "
                   f"{seconds:.0f} s)", flush=True)
+            for t in failed:
+                print(f"  {t.removeprefix('tests/')}: {outcomes[t][:160]}", flush=True)
             shutil.rmtree(repo, ignore_errors=True)
 
     print("\n| mutation | file | backing tests | failing | result |\n|---|---|---|---|---|")
