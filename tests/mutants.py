@@ -137,7 +137,7 @@ def apply(mutation: Mutation, repo: Path) -> str | None:
 def run_tests(repo: Path, tests: list[str]) -> dict[str, str]:
     """Outcome (PASSED, FAILED, ERROR, ...) of each test, run in the copy `repo`, with
     pytest's one-line reason for a failure ("FAILED - AssertionError: ...")."""
-    env = dict(os.environ, PYTHONPATH=str(repo))
+    env = dict(os.environ, PYTHONPATH=str(repo), COLUMNS="300")  # wider failure reasons
     cmd = [sys.executable, "-m", "pytest", "-rA", "-p", "no:cacheprovider", *tests]
     try:
         proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True,
