@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install repro test lint bench clean-outputs
+.PHONY: install repro test lint bench mutants clean-outputs
 
 # torch is pinned to 2.13.0 (see README): here that resolves to the CPU wheel on local disk.
 $(STAMP): pyproject.toml
@@ -23,6 +23,10 @@ repro: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# Realistic bugs applied one at a time to a temporary copy; each must fail its named tests.
+mutants: install
+	$(BIN)/python tests/mutants.py
 
 lint: install
 	$(BIN)/ruff check chatsft stages tests benchmarks

@@ -1,9 +1,11 @@
 """Peak memory of one training step: plain full-logits loss vs chatsft's chunked loss.
 
 A Qwen2 model with Qwen2.5's 151,665-token vocabulary (small hidden size, so the logits
-dominate), one row of `--length` tokens, every position supervised (the worst case). Each
-variant runs in its own process; the figure is the growth of peak RSS during the step
-(forward + backward) over the process's RSS before it.
+dominate), one row of `--length` tokens, every position supervised (the worst case). The step
+is the train stage's own: `SFTTrainer.training_step` (its `compute_loss`, then backward) with
+`chunked_loss` on (`train.loss: auto`) or off (the model's full-logits loss). Each variant runs
+in its own process, importing the checkout this script is in; the figure is the growth of peak
+RSS during the step over the process's peak RSS before it.
 
     python benchmarks/loss_memory.py [--length 2048] [--vocab 151665]
 """
@@ -12,9 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's chatsft, not an installed one
 
 
 def peak_rss_mb() -> float:
@@ -25,7 +33,10 @@ def one_step(variant: str, length: int, vocab: int) -> dict:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from chatsft.loss import chunked_causal_lm_loss
+    import chatsft
+    from chatsft.params import TrainParams
+    from chatsft.training.args import training_arguments
+    from chatsft.training.trainer import SFTTrainer
 
     torch.manual_seed(0)
     config = Qwen2Config(vocab_size=vocab, hidden_size=64, intermediate_size=128,
@@ -33,18 +44,22 @@ def one_step(variant: str, length: int, vocab: int) -> dict:
                          max_position_embeddings=length, tie_word_embeddings=True)
     model = Qwen2ForCausalLM(config)
     ids = torch.randint(0, vocab, (1, length))
-    labels = ids.clone()
-    before = peak_rss_mb()
-    if variant == "plain":
-        loss = model(input_ids=ids, labels=labels, use_cache=False).loss
-    else:
-        hidden = model.model(input_ids=ids, use_cache=False).last_hidden_state
-        loss = chunked_causal_lm_loss(hidden, model.lm_head.weight, labels)
-    loss.backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if "embed" in n}
+    inputs = {"input_ids": ids, "labels": ids.clone(), "use_cache": False,
+              "num_real_tokens": torch.tensor(length)}
+    with tempfile.TemporaryDirectory() as out:
+        args = training_arguments(TrainParams(), Path(out), "fp32", has_eval=False)
+        trainer = SFTTrainer(model=model, args=args, chunked_loss=variant == "chunked")
+        # What Trainer's loop sets and passes for a step of one micro-batch.
+        trainer.current_gradient_accumulation_steps = 1
+        items = torch.tensor(length - 1)  # every position after the first is supervised
+        before = peak_rss_mb()
+        loss = trainer.training_step(model, inputs, num_items_in_batch=items)
+        step = peak_rss_mb() - before
+    grad = model.get_input_embeddings().weight.grad
     return {"variant": variant, "loss": loss.item(), "rss_before_mb": round(before, 1),
-            "peak_mb": round(peak_rss_mb(), 1), "step_mb": round(peak_rss_mb() - before, 1),
-            "embed_grad_norm": float(next(iter(grads.values())).norm())}
+            "peak_mb": round(peak_rss_mb(), 1), "step_mb": round(step, 1),
+            "embed_grad_norm": float(grad.norm()), "chunked_loss": trainer.chunked_loss,
+            "chatsft": chatsft.__file__}
 
 
 def main() -> None:
@@ -60,7 +75,8 @@ def main() -> None:
     for variant in ("plain", "chunked"):
         out = subprocess.run([sys.executable, __file__, "--variant", variant, "--length",
                               str(args.length), "--vocab", str(args.vocab)],
-                             capture_output=True, text=True, check=True).stdout
+                             capture_output=True, text=True, check=True,
+                             env=dict(os.environ, PYTHONPATH=str(ROOT))).stdout
         results[variant] = json.loads(out.strip().splitlines()[-1])
     plain, chunked = results["plain"], results["chunked"]
     print(f"vocab {args.vocab}, length {args.length}, fp32, CPU")

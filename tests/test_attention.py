@@ -54,8 +54,8 @@ def test_packed_rows_match_sdpa_in_loss_logits_and_gradients(tiny_model, chatml_
     out, grads = loss_and_grads(model, batch, NAME)
     torch.testing.assert_close(out.logits, ref.logits, atol=1e-5, rtol=0)
     assert out.loss.item() == pytest.approx(ref.loss.item(), abs=1e-6)
-    for name, g in grads.items():
-        torch.testing.assert_close(g, ref_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+    for name, g in grads.items():  # measured: 1.2e-7 at most, largest entry 0.56
+        torch.testing.assert_close(g, ref_grads[name], atol=1e-6, rtol=0, msg=name)
 
 
 def test_padding_masks_and_cached_decoding_use_transformers_sdpa(tiny_model, chatml_tokenizer,

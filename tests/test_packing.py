@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-import chatsft.attention  # noqa: F401  (registers sdpa_varlen)
+from chatsft import attention  # also registers sdpa_varlen
 from chatsft.packing import (
     IGNORE,
     Collator,
@@ -77,30 +78,71 @@ def test_collator_pads_or_packs_and_keeps_labels_equal_to_the_pad_id():
     assert batch["labels"].tolist() == [[IGNORE, 0, IGNORE, 5], [IGNORE] * 4]
 
 
-def test_varlen_offsets_are_transformers_flash_kwargs():
-    from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
-
+def test_varlen_offsets_are_the_samples_starts_in_the_flattened_batch():
     rows = pack_rows([[3, 0, 9], [4, 5], [6], [8, 8, 8, 8]], [[-1, 0, 9], [-1, 5], [6], [8] * 4],
                      5, ignore_index=-1)
+    # Hand layout: row 0 = [6 | 8 8 8 8] (1 + 4 tokens), row 1 = [3 0 9 | 4 5] (3 + 2).
+    assert [r["position_ids"] for r in rows] == [[0, 0, 1, 2, 3], [0, 1, 2, 0, 1]]
     batch = Collator(0, ignore_index=-1, varlen_kwargs=True)(rows)
-    (cu_q, cu_k), (max_q, max_k) = prepare_fa_kwargs_from_position_ids(batch["position_ids"])
-    assert batch["cu_seq_lens_q"].tolist() == cu_q.tolist() == [0, 1, 5, 8, 10]
+    assert batch["cu_seq_lens_q"].tolist() == [0, 1, 5, 8, 10]
     assert batch["cu_seq_lens_q"].dtype == torch.int32 and batch["cu_seq_lens_k"] is \
         batch["cu_seq_lens_q"]
-    assert batch["max_length_q"] == batch["max_length_k"] == int(max_q) == 4
-    assert varlen_offsets(torch.tensor([[0, 1, 2]]))["cu_seq_lens_q"].tolist() == [0, 3]
+    assert batch["max_length_q"] == batch["max_length_k"] == 4
+    # Rows of unequal length: the short row's padding tail is one more sample of its own.
+    rows = pack_rows([[1] * 6, [2] * 2, [3] * 3], [[1] * 6, [2] * 2, [3] * 3], 7)
+    assert [len(r["input_ids"]) for r in rows] == [6, 5]
+    batch = Collator(0, varlen_kwargs=True)(rows)
+    # Width 6. Row 0: [1 x6] -> 0..6; row 1: [2 2 | 3 3 3 | pad] -> 6..8, 8..11, 11..12.
+    assert batch["cu_seq_lens_q"].tolist() == [0, 6, 8, 11, 12]
+    assert batch["max_length_q"] == 6
+    single = varlen_offsets(torch.tensor([[0, 1, 2]]))
+    assert single["cu_seq_lens_q"].tolist() == [0, 3] and single["max_length_q"] == 3
 
 
 @pytest.fixture(scope="module")
-def samples(demo_records, chatml_tokenizer):
+def encoded(demo_records, chatml_tokenizer):
     enc = ChatEncoder(chatml_tokenizer)
-    out = [enc.encode(r["messages"]) for r in demo_records[:14]]
-    return [e.input_ids for e in out], [e.labels for e in out]
+    out = [enc.encode(r["messages"]) for r in demo_records[:80]]
+    return [(e.input_ids, e.labels) for e in out]
 
 
+# sdpa_varlen runs SDPA once per sample unless the batch averages under MIN_MEAN_SAMPLE (64)
+# tokens per sample (padding tails count as samples), where it makes one masked call. Long
+# samples in wide rows land on the first side, short ones in narrow rows on the other; the
+# test checks the arithmetic and which path really ran.
+LAYOUTS = {"per-sample": (100, 10**6, 320), "masked": (0, 50, 160)}  # min, max length; row
+
+
+def _layout(encoded, name):
+    shortest, longest, capacity = LAYOUTS[name]
+    picked = [(i, lab) for i, lab in encoded if shortest <= len(i) <= longest][:16]
+    assert len(picked) >= 12
+    return [i for i, _ in picked], [lab for _, lab in picked], capacity
+
+
+def _count_paths(monkeypatch) -> dict:
+    """Counts sdpa_varlen's calls of each kind, calling through to the real kernels."""
+    calls = {"per-sample": 0, "masked": 0}
+    sdpa, masked = attention.F.scaled_dot_product_attention, attention.sdpa_attention_forward
+
+    def per_sample(*args, **kwargs):
+        calls["per-sample"] += 1
+        return sdpa(*args, **kwargs)
+
+    def fallback(module, query, key, value, mask, *args, **kwargs):
+        calls["masked"] += mask is not None
+        return masked(module, query, key, value, mask, *args, **kwargs)
+
+    monkeypatch.setattr(attention, "F", SimpleNamespace(scaled_dot_product_attention=per_sample))
+    monkeypatch.setattr(attention, "sdpa_attention_forward", fallback)
+    return calls
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize(("attn", "offsets"), [
     ("sdpa", False), ("eager", False), ("sdpa_varlen", False), ("sdpa_varlen", True)])
-def test_packed_loss_equals_unpacked_loss(tiny_model, chatml_tokenizer, samples, attn, offsets):
+def test_packed_loss_equals_unpacked_loss(tiny_model, chatml_tokenizer, encoded, attn, offsets,
+                                          layout, monkeypatch):
     """offsets: the batch carries cu_seq_lens (FlashAttentionKwargs); else sdpa_varlen finds
     the samples from position_ids, like transformers' mask for sdpa and eager."""
     model = tiny_model.eval()
@@ -110,18 +152,24 @@ def test_packed_loss_equals_unpacked_loss(tiny_model, chatml_tokenizer, samples,
         for w in model.parameters():
             if w.dim() == 2:
                 w.normal_(0.0, 0.2)
-    ids, labels = samples
+    ids, labels, capacity = _layout(encoded, layout)
     collate = Collator(chatml_tokenizer.pad_token_id)
-    rows = pack_rows(ids, labels, capacity=160)
+    rows = pack_rows(ids, labels, capacity=capacity)
     assert len(rows) < len(ids) and any(len(set(r["position_ids"])) < len(r["position_ids"])
                                         for r in rows)
     unpacked = collate([{"input_ids": i, "labels": lab} for i, lab in zip(ids, labels,
                                                                           strict=True)])
     packed = Collator(chatml_tokenizer.pad_token_id, varlen_kwargs=offsets)(rows)
     assert ("cu_seq_lens_q" in packed) == offsets
+    starts = int((packed["position_ids"] == 0).sum())  # samples and padding tails
+    per_sample = packed["input_ids"].numel() >= attention.MIN_MEAN_SAMPLE * starts
+    assert per_sample == (layout == "per-sample")
+    calls = _count_paths(monkeypatch)
     with torch.no_grad():
         ref = model(**unpacked)
+        calls.update(dict.fromkeys(calls, 0))
         out = model(**packed)
+        ran = dict(calls)
         # Negative control: the same rows with one causal mask over each whole row.
         leaky = model(input_ids=packed["input_ids"], labels=packed["labels"],
                       attention_mask=torch.ones_like(packed["input_ids"]), use_cache=False)
@@ -129,7 +177,7 @@ def test_packed_loss_equals_unpacked_loss(tiny_model, chatml_tokenizer, samples,
     assert abs(leaky.loss.item() - ref.loss.item()) > 1e-4  # 10x the tolerance: a leak shows
     # Every sample's logits are the same packed or alone: nothing leaks between samples.
     row_of = {}
-    for r, group in enumerate(first_fit_decreasing([len(x) for x in ids], 160)):
+    for r, group in enumerate(first_fit_decreasing([len(x) for x in ids], capacity)):
         offset = 0
         for i in sorted(group):
             row_of[i] = (r, offset)
@@ -143,3 +191,10 @@ def test_packed_loss_equals_unpacked_loss(tiny_model, chatml_tokenizer, samples,
         leaked = max(leaked, (leaky.logits[r, offset : offset + len(x)]
                               - ref.logits[i, : len(x)]).abs().max().item())
     assert leaked > 0.1
+    # The path this case is for is the one that ran, in every layer.
+    layers = model.config.num_hidden_layers
+    if attn == "sdpa_varlen":
+        assert ran == ({"per-sample": layers * starts, "masked": 0} if per_sample
+                       else {"per-sample": 0, "masked": layers})
+    else:
+        assert ran == {"per-sample": 0, "masked": 0}

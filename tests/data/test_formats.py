@@ -72,7 +72,7 @@ def test_chatml_tool_calls_with_string_arguments_and_parallel_calls_are_normaliz
     assert [c["function"]["arguments"] for c in calls] == [{"a": 1}, {"a": 2}]
     assert [c["id"] for c in calls] == ["c1", "c2"] and out["messages"][1]["content"] == ""
     assert out["messages"][2] == {"role": "tool", "content": "1", "tool_call_id": "c1"}
-    check_roles(out["messages"])
+    assert clean_record(out, ContentRules()) is out  # a valid conversation, kept unchanged
     # The canonical form is a fixed point: converting it again changes nothing.
     assert to_record(json.loads(json.dumps(out))) == out
 
@@ -124,7 +124,11 @@ def _msgs(*roles: str) -> list[dict]:
     ("system", "user", "assistant", "user", "call", "tool", "assistant"),
 ])
 def test_valid_role_orders(roles):
-    check_roles(_msgs(*roles))
+    record = {"messages": _msgs(*roles)}
+    assert clean_record(record, ContentRules()) is record  # kept, unchanged
+    # The same conversation cut before its last reply is rejected.
+    assert _reason(check_roles, record["messages"][:-1]) in (
+        "does not end with assistant", "no assistant turn")
 
 
 @pytest.mark.parametrize(("roles", "reason"), [

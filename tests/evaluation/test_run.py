@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
+import torch
+import torch.nn.functional as F
 from datasets import Dataset, DatasetDict
 
 from chatsft.evaluation.run import evaluate_model, worst_table
@@ -45,14 +49,24 @@ def test_scores_the_last_assistant_turn_of_each_test_conversation(answering):
     assert [r["reference"] for r in rows] == [answer, answer, "Something else."]
     assert [len(r["prompt"]) for r in rows] == [1, 3, 3]
     assert [r["exact_match"] for r in rows] == [100.0, 100.0, 0.0]
-    assert [r["index"] for r in rows] == [0, 1, 2]
     assert all(r["generated_tokens"] == 3 for r in rows)
     t = metrics["test"]
     assert t["exact_match"] == pytest.approx(200 / 3, abs=1e-3)
     assert t["samples"] == 3 and t["generated_tokens_mean"] == 3
-    supervised = sum(sum(label != -100 for label in e.labels) for e in encoded)
+    # Perplexity and token accuracy over the supervised tokens, from the model's logits here.
+    nll, hits, supervised = 0.0, 0, 0
+    with torch.no_grad():
+        for e in encoded:
+            logits = model(input_ids=torch.tensor([e.input_ids])).logits[0, :-1]
+            targets = torch.tensor(e.labels[1:])
+            keep = targets != -100
+            nll += F.cross_entropy(logits[keep], targets[keep], reduction="sum").item()
+            hits += int((logits[keep].argmax(-1) == targets[keep]).sum())
+            supervised += int(keep.sum())
     assert t["supervised_tokens"] == metrics["validation"]["supervised_tokens"] == supervised
-    assert set(t) >= {"perplexity", "token_accuracy", "bleu4", "rouge1", "rouge2", "rougeL"}
+    assert t["perplexity"] == pytest.approx(math.exp(nll / supervised), rel=1e-5)
+    assert t["token_accuracy"] == pytest.approx(hits / supervised, abs=1e-5)
+    assert 0 < hits < supervised  # the model gets the answers right, "Something else." wrong
 
     table = worst_table(rows, n=2)
     assert table.splitlines()[4].startswith("| 2 |")  # the miss comes first

@@ -6,7 +6,6 @@ sacrebleu / nltk / rouge_score called directly, never from the code under test.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -36,9 +35,12 @@ ZH_BLEU = 100 * (1 / 15) ** 0.25
 
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_EVALUATE_OFFLINE", "HF_DATASETS_OFFLINE")
 
-# Runs in a fresh interpreter with HF_HUB_OFFLINE=1 and an empty Hugging Face cache. An audit
-# hook refuses (and records) every DNS lookup and internet connection from the start.
-_OFFLINE_SCRIPT = """
+# Runs in a fresh interpreter with an empty Hugging Face cache, with HF_HUB_OFFLINE=1 or with
+# no offline variable at all (this process can't test that: tests/conftest.py sets
+# HF_HUB_OFFLINE before anything reads it). An audit hook refuses (and records) every DNS
+# lookup and internet connection from the start. Besides the cached `load_metric` path it
+# calls evaluate.load on each module folder directly.
+_NO_NETWORK_SCRIPT = """
 import json, sys
 
 attempts = []
@@ -51,36 +53,40 @@ def no_network(event, args):
         raise OSError(f"network disabled by test: {event}")
 
 sys.addaudithook(no_network)
-from chatsft.evaluation.text_metrics import compute_text_metrics
+import evaluate
+from chatsft.evaluation import text_metrics as tm
 
-result = compute_text_metrics(["我喜欢吃苹果", "the cat sat on the mat"],
-                              ["我喜欢吃香蕉", "the cat sat on a mat"])
-print(json.dumps({"metrics": result, "attempts": attempts}))
+result = tm.compute_text_metrics(["我喜欢吃苹果", "the cat sat on the mat"],
+                                 ["我喜欢吃香蕉", "the cat sat on a mat"])
+direct = {}
+for name in tm.METRIC_NAMES:
+    module = evaluate.load(str(tm.METRIC_MODULES_DIR / name), keep_in_memory=True)
+    direct[name] = module.compute(predictions=["我喜欢吃苹果"], references=["我喜欢吃苹果"])
+print(json.dumps({"metrics": result, "direct": direct, "attempts": attempts}))
 """
+MODES = {"HF_HUB_OFFLINE=1": {"HF_HUB_OFFLINE": "1"}, "no offline variable": {}}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def offline_subprocess(tmp_path_factory):
-    """Start the offline subprocess first, so that its ~4 s of `import evaluate` overlaps
-    with the same import in this process."""
-    env = {k: v for k, v in os.environ.items() if k not in OFFLINE_VARS}
-    env |= {
-        "HF_HUB_OFFLINE": "1",
-        "HF_HOME": str(tmp_path_factory.mktemp("hf_home")),  # nothing cached from earlier runs
-        "PYTHONPATH": str(REPO_ROOT),
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-c", _OFFLINE_SCRIPT],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    yield process
-    if process.poll() is None:  # only when the test that reads it was deselected
-        process.kill()
-        process.communicate()
+def no_network_subprocesses(tmp_path_factory):
+    """Start the subprocesses first, so that their ~4 s of `import evaluate` overlaps with
+    the same import in this process."""
+    processes = {}
+    for mode, extra in MODES.items():
+        env = {k: v for k, v in os.environ.items() if k not in OFFLINE_VARS}
+        env |= extra | {
+            "HF_HOME": str(tmp_path_factory.mktemp("hf_home")),  # nothing cached earlier
+            "PYTHONPATH": str(REPO_ROOT),
+        }
+        processes[mode] = subprocess.Popen(
+            [sys.executable, "-c", _NO_NETWORK_SCRIPT], cwd=REPO_ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+    yield processes
+    for process in processes.values():
+        if process.poll() is None:  # only when the test that reads it was deselected
+            process.kill()
+            process.communicate()
 
 
 def test_identical_strings_score_100():
@@ -235,32 +241,19 @@ def test_load_metric_is_cached_and_loads_from_the_repo():
     assert tm.load_metric("chatsft_rouge").name == "chatsft_rouge"
 
 
-def test_loading_with_hf_hub_offline_in_a_fresh_process_needs_no_network(offline_subprocess):
-    stdout, stderr = offline_subprocess.communicate(timeout=120)
-    assert offline_subprocess.returncode == 0, stderr
+@pytest.mark.parametrize("mode", list(MODES))
+def test_loading_in_a_fresh_process_needs_no_network(no_network_subprocesses, mode):
+    """With or without HF_HUB_OFFLINE, loading the in-repo metric modules by path and
+    scoring never touches the network."""
+    process = no_network_subprocesses[mode]
+    stdout, stderr = process.communicate(timeout=180)
+    assert process.returncode == 0, stderr
     report = json.loads(stdout.strip().splitlines()[-1])
     assert report["attempts"] == []
     expected = tm.compute_text_metrics([ZH_PRED, EN_PRED], [ZH_REF, EN_REF])
     assert report["metrics"] == pytest.approx(expected)
-
-
-@pytest.mark.skipif(
-    any(os.environ.get(var) for var in OFFLINE_VARS), reason="needs no HF offline variables"
-)
-def test_loading_without_offline_variables_needs_no_network(monkeypatch):
-    """Without HF_HUB_OFFLINE, evaluate.load of a local folder must still not go online."""
-    import evaluate
-
-    attempts = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise OSError("network disabled by test")
-
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    for name in tm.METRIC_NAMES:  # evaluate.load itself, not the cached load_metric
-        module = evaluate.load(str(tm.METRIC_MODULES_DIR / name), keep_in_memory=True)
-        assert module.compute(predictions=[ZH_PRED], references=[ZH_PRED])
-    assert attempts == []
+    direct = report["direct"]  # identical strings: every score is 100
+    assert set(direct) == {"chatsft_bleu", "chatsft_rouge"}
+    assert direct["chatsft_bleu"]["bleu"] == pytest.approx(100.0)
+    assert {k: direct["chatsft_rouge"][k] for k in ("rouge1", "rouge2", "rougeL")} == \
+        pytest.approx(dict.fromkeys(("rouge1", "rouge2", "rougeL"), 100.0))
