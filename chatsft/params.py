@@ -135,7 +135,7 @@ class ModelParams(_Section):
 
 class TokenizeParams(_Section):
     max_length: int = Field(
-        256, ge=16, description="Longest sample (tokens), also the packed row length; longer "
+        512, ge=16, description="Longest sample (tokens), also the packed row length; longer "
         "conversations lose their oldest exchanges, or are quarantined if the last one won't fit."
     )
     ignore_index: int = Field(-100, description="Label value for unsupervised tokens.")

@@ -57,6 +57,9 @@ def write_used(path: Path, kwargs: dict, date: str | None) -> None:
 
 
 def stamp_used(tokenizer: PreTrainedTokenizerBase, path: Path) -> None:
-    """Stamp the tokenizer with the variables the tokenized data was rendered with."""
+    """Stamp the tokenizer with the variables the tokenized data was rendered with (data
+    tokenized by other means, without the file, leaves the tokenizer as it is)."""
+    if not Path(path).is_file():
+        return
     used = json.loads(Path(path).read_text(encoding="utf-8"))
     stamp(tokenizer, used[KWARGS_KEY], used[DATE_KEY])

@@ -41,7 +41,9 @@ QUESTIONS = ["What is the capital of France?", "Tell me something.", "Which city
              "What do you know?"]
 
 
-PROMPTS = [f"{QUESTIONS[i % len(QUESTIONS)]} [{i + 100}]" for i in range(4)]  # unseen ids
+# Training prompts: the test is that the fixed reply comes back through each path, not that a
+# model this small generalises (the held-out test split goes through evaluate).
+PROMPTS = [f"{QUESTIONS[i % len(QUESTIONS)]} [{i}]" for i in (0, 2, 4, 6)]
 
 
 def _package_dir(name: str, sub: str) -> Path | None:

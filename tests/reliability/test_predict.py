@@ -78,7 +78,7 @@ def test_item6_predict_stage_reports_errors_and_obeys_predict_strict(tmp_path, t
     data = tmp_path / "data" / "predict.jsonl"
     data.parent.mkdir()
     data.write_text("\n".join(LINES[:3]) + "\n")
-    params = {"predict": {"generation": {"max_new_tokens": 4}}}
+    params = {"predict": {"generation": {"max_new_tokens": 4}}, "model": {}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     proc = run(["-m", "stages.predict"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -76,7 +76,8 @@ def test_item7_disk_full_in_clean_and_tokenize(tmp_path, raw_data, tiny_model_di
     ws = tmp_path / "ws"
     (ws / "data").mkdir(parents=True)
     (ws / "params.yaml").write_text(yaml.safe_dump({"data": {"raw": [str(raw_data)]},
-                                                    "tokenize": {"max_length": 128}}))
+                                                    "tokenize": {"max_length": 128},
+                                                    "model": {}}))
     proc, left = _on_full_disk(ws, "data", "32k", "clean")
     _one_error(proc, "disk full")
     assert left == [] and not (ws / "metrics" / "clean.json").exists()

@@ -155,7 +155,6 @@ def test_every_bad_request_gets_its_status_not_a_500(client, server):
         "max_tokens over the context": (400, dict(body={**ok, "max_tokens": 100000})),
         "prompt over the context": (400, dict(body={**ok, "max_tokens": 300, "messages": [
             {"role": "user", "content": "word " * 2000}]})),
-        "tools without tool template": (400, dict(body={**ok, "tools": [WEATHER_TOOL]})),
         "n > 1": (422, dict(body={**ok, "n": 2})),
         "wrong api key": (401, dict(body=ok, key="nope")),
         "no api key": (401, dict(body=ok, key=None)),
