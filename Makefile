@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install repro test lint bench mutants clean-outputs
+.PHONY: install repro test test-ci lint bench mutants clean-outputs
 
 # torch is pinned to 2.13.0 (see README): here that resolves to the CPU wheel on local disk.
 $(STAMP): pyproject.toml
@@ -23,7 +23,11 @@ repro: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not ci"
+
+# The four model families through `dvc repro` (about 7 min): CI runs them after `make test`.
+test-ci: install
+	$(BIN)/python -m pytest -m ci
 
 # Realistic bugs applied one at a time to a temporary copy; each must fail its named tests.
 mutants: install

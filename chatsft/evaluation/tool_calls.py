@@ -43,11 +43,16 @@ def parse_calls(text: str) -> list[dict | None]:
     """The calls in a reply, in order: `{"name", "arguments"}`, or None for a block that is
     not a JSON object with a string name and object arguments."""
     out: list[dict | None] = []
-    for block in CALL_RE.findall(text):
+    # Templates without <tool_call> tags (Llama-3.x) write one call as the whole reply, with
+    # its arguments under "parameters".
+    blocks = CALL_RE.findall(text) or ([text] if text.strip().startswith("{") else [])
+    for block in blocks:
         try:
             value: Any = json.loads(block)
         except ValueError:
             value = None
+        if isinstance(value, dict) and "parameters" in value and "arguments" not in value:
+            value = {"name": value.get("name"), "arguments": value["parameters"]}
         ok = isinstance(value, dict) and isinstance(value.get("name"), str) and isinstance(
             value.get("arguments", {}), dict)
         out.append({"name": value["name"], "arguments": value.get("arguments", {})} if ok

@@ -115,3 +115,12 @@ def test_evaluate_scores_tool_calls_beside_the_text_metrics(two_word_model):
     assert "Rome" in worst_table(rows)  # the table lists text replies only
     metrics, rows = evaluate_model(model, tok, DatasetDict(), [plain], params)
     assert "tool_call_turns" not in metrics["test"] and len(rows) == 1
+
+
+def test_llama_style_bare_json_calls_are_scored():
+    """Llama-3.x templates write a call as the whole reply, arguments under "parameters"."""
+    reply = '{"name": "get_weather", "parameters": {"city": "Paris"}}'
+    assert parse_calls(reply) == [{"name": "get_weather", "arguments": {"city": "Paris"}}]
+    assert judge(reply, [{"name": "get_weather", "arguments": {"city": "Paris"}}]) == (True, True)
+    assert judge(reply, [{"name": "get_weather", "arguments": {"city": "Rome"}}]) == (True, False)
+    assert parse_calls("Paris is the capital.") == []
