@@ -14,11 +14,8 @@ from chatsft.errors import UserError
 
 
 def _train(args: argparse.Namespace) -> int:
-    from chatsft.api import run_pipeline, train_prepared
+    from chatsft.api import run_pipeline
 
-    if args.prepared:  # a process of a distributed launch: the data is ready
-        train_prepared(Path(args.prepared))
-        return 0
     summary = run_pipeline(_params(args), args.output_dir)
     print(json.dumps(summary, indent=2))
     print(f"model saved to {Path(args.output_dir) / 'model'}")
@@ -113,7 +110,6 @@ def add_commands(sub) -> None:
     train.add_argument("--num-processes", type=int)
     train.add_argument("--preset", help="start from a preset (see `chatsft preset`)")
     train.add_argument("--params", help="start from this params.yaml (default: built-in)")
-    train.add_argument("--prepared", help=argparse.SUPPRESS)
     train.set_defaults(func=_train)
 
     preset = sub.add_parser("preset", help="recommended settings for Qwen2.5 / Llama-3")

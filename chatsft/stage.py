@@ -1,5 +1,6 @@
-"""What every pipeline stage does first: refuse a broken `dvc.lock`, read the params sections
-it uses (which must be in params.yaml), and remove what an earlier killed run of it left.
+"""How every pipeline stage starts (`stage_main`), and what it does first: refuse a broken
+`dvc.lock`, read the params sections it uses (which must be in params.yaml), and remove what
+an earlier killed run of it left.
 
 `python -m chatsft.stage` checks `dvc.lock` alone (`make repro` runs it before `dvc repro`,
 which cannot start with a broken lock file).
@@ -10,11 +11,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import ModuleType
 
 import yaml
 
+from chatsft.config import Layout
 from chatsft.errors import UserError, user_errors_exit
 from chatsft.io import remove_stale_temporaries
 from chatsft.params import Params, load_params
@@ -87,6 +90,18 @@ def start_stage(sections: Iterable[str], outputs: Iterable[str | Path]) -> Param
         for stale in remove_stale_temporaries(*outputs):
             print(f"removed {stale}, left by an interrupted run", file=sys.stderr)
     return params
+
+
+def stage_main(stage: ModuleType) -> Callable[[], object]:
+    """The `main` of `stages/<name>.py`: `stage` (a module of chatsft.pipeline, with SECTIONS,
+    `outputs(layout)` and `run(params, layout)`) on params.yaml and the pipeline's Layout."""
+
+    @user_errors_exit
+    def main() -> object:
+        layout = Layout()
+        return stage.run(start_stage(stage.SECTIONS, stage.outputs(layout)), layout)
+
+    return main
 
 
 @user_errors_exit

@@ -1,18 +1,9 @@
-"""Stage base: models/base/ holds the starting tokenizer (with chat template) and model."""
+"""Stage base: chatsft/pipeline/base.py."""
 
-from chatsft.errors import user_errors_exit
-from chatsft.modeling import prepare_base
-from chatsft.stage import start_stage
+from chatsft.pipeline import base
+from chatsft.stage import stage_main
 
-TRAIN_SPLIT = "data/clean/train.jsonl"
-OUT_DIR = "models/base"
-
-
-@user_errors_exit
-def main() -> None:
-    info = prepare_base(start_stage(["model"], [OUT_DIR]).model, TRAIN_SPLIT, OUT_DIR)
-    print(f"base: {info}")
-
+main = stage_main(base)
 
 if __name__ == "__main__":
     main()

@@ -1,27 +1,9 @@
-"""Stage clean: raw sources -> data/clean/{train,validation,test,quarantine}.jsonl."""
+"""Stage clean: chatsft/pipeline/clean.py."""
 
-from chatsft.data.clean import clean_records, write_clean
-from chatsft.data.report import format_report
-from chatsft.errors import user_errors_exit
-from chatsft.io import atomic_path, write_json
-from chatsft.stage import start_stage
+from chatsft.pipeline import clean
+from chatsft.stage import stage_main
 
-OUT_DIR = "data/clean"
-REPORT = "metrics/clean.json"
-
-
-@user_errors_exit
-def main() -> None:
-    params = start_stage(["data"], [OUT_DIR, REPORT]).data
-    result = clean_records(params)
-    report = result.report()
-    with atomic_path(OUT_DIR, is_dir=True) as tmp:
-        write_clean(result, tmp)
-    write_json(REPORT, report)
-    print(format_report(report, result.quarantine))
-    if report["quarantined"]:
-        print(f"rejected records, verbatim with file, line and reason: {OUT_DIR}/quarantine.jsonl")
-
+main = stage_main(clean)
 
 if __name__ == "__main__":
     main()

@@ -59,7 +59,8 @@ def test_pipeline_is_up_to_date_after_repro(repo):
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ({"evaluate": {"generation": {"max_new_tokens": 9}}}, {"evaluate"}),
+        # the base model is scored with the same evaluate params (its own stage)
+        ({"evaluate": {"generation": {"max_new_tokens": 9}}}, {"evaluate_base", "evaluate"}),
         ({"predict": {"generation": {"max_new_tokens": 9}}}, {"predict"}),
         ({"train": {"learning_rate": 0.002}}, {"train"}),
         ({"tokenize": {"train_on": "last"}}, {"tokenize"}),
@@ -87,7 +88,24 @@ def test_an_evaluate_change_reruns_only_evaluate(repo):
     try:
         set_params(repo, {"evaluate": {"generation": {"max_new_tokens": 5}}})
         out = run(["dvc", "repro"], repo).stdout
-        assert ran(out) == ["evaluate"]
+        assert ran(out) == ["evaluate_base", "evaluate"]
+    finally:
+        (repo / "params.yaml").write_text(original)
+        run(["dvc", "repro"], repo)
+
+
+def test_a_train_change_does_not_score_the_base_again(repo):
+    """The untrained base's scores are a stage of their own: an experiment on a train param
+    retrains and re-evaluates the fine-tuned model only, and reports the same base scores."""
+    original = (repo / "params.yaml").read_text()
+    before = json.loads((repo / "metrics" / "eval.json").read_text())
+    try:
+        set_params(repo, {"train": {"learning_rate": 0.002}})
+        out = run(["dvc", "repro"], repo).stdout
+        assert "evaluate_base" not in ran(out) and {"train", "evaluate"} <= set(ran(out))
+        assert stale(repo) == set()
+        after = json.loads((repo / "metrics" / "eval.json").read_text())
+        assert after["base"] == before["base"]
     finally:
         (repo / "params.yaml").write_text(original)
         run(["dvc", "repro"], repo)

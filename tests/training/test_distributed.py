@@ -47,7 +47,7 @@ def test_two_process_ddp_matches_one_process(workspace, tmp_path):
     _run_stage(single, per_device_batch_size=8)
     out = _run_stage(workspace, per_device_batch_size=4, distributed="ddp", num_processes=2)
     assert "accelerate.commands.launch --config_file" in out
-    assert "configs/accelerate/ddp.yaml --num_processes 2 -m stages.train" in out
+    assert "configs/accelerate/ddp.yaml --num_processes 2 -m chatsft.pipeline.train" in out
 
     summary = yaml.safe_load((workspace / "metrics" / "train.json").read_text())
     assert summary["processes"] == 2

@@ -1,0 +1,29 @@
+"""Stage clean: raw sources -> the clean splits and quarantine, and the clean report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from chatsft.config import Layout, Params
+from chatsft.data.clean import clean_records, write_clean
+from chatsft.data.report import format_report
+from chatsft.io import atomic_path, write_json
+
+SECTIONS = ("data",)
+
+
+def outputs(layout: Layout) -> list[Path]:
+    return [layout.clean, layout.clean_report]
+
+
+def run(params: Params, layout: Layout) -> dict:
+    result = clean_records(params.data)
+    report = result.report()
+    with atomic_path(layout.clean, is_dir=True) as tmp:
+        write_clean(result, tmp)
+    write_json(layout.clean_report, report)
+    print(format_report(report, result.quarantine))
+    if report["quarantined"]:
+        print(f"rejected records, verbatim with file, line and reason: "
+              f"{layout.split('quarantine')}")
+    return report
