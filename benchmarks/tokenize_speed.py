@@ -42,8 +42,7 @@ def main() -> None:
 
     def run() -> dict:
         # A fresh encoder each time: its cache of prompt tails starts empty, as in the stage.
-        encoder = ChatEncoder(tokenizer, train_on=tp.train_on, ignore_index=tp.ignore_index,
-                              max_length=tp.max_length)
+        encoder = ChatEncoder(tokenizer, train_on=tp.train_on, max_length=tp.max_length)
         cols, _, stats = tokenize_split(records, encoder, "train")
         to_dataset(cols)
         return stats

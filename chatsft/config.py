@@ -13,7 +13,9 @@ from pathlib import Path
 
 from chatsft.params import Params, load_params, parse_params
 
-__all__ = ["Layout", "Params", "load_params", "parse_params"]
+__all__ = ["SPLITS", "Layout", "Params", "load_params", "parse_params"]
+
+SPLITS = ("train", "validation", "test")  # what clean writes, besides its quarantine
 
 
 @dataclass(frozen=True)

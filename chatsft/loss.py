@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE = -100
+from chatsft.template import IGNORE
 
 
 class _ChunkedLinearCE(torch.autograd.Function):

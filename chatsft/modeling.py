@@ -323,6 +323,16 @@ def attention_implementation(choice: str = "auto", config=None) -> str:
     return VARLEN_SDPA if config is not None and supports_varlen_sdpa(config) else "sdpa"
 
 
+BASE_INFO = "base.json"  # in models/base: where the weights are (see prepare_base)
+
+
+def base_info(model_dir: str | Path) -> dict:
+    """What `prepare_base` recorded in `model_dir` ({} for a directory it did not write, such
+    as models/sft or any saved model)."""
+    path = Path(model_dir) / BASE_INFO
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 def load_model(base_dir: str | Path, dtype: str = "float32", device_map: str | None = None,
                attn_implementation: str = "auto", *, trust_remote_code: bool = False):
     """Load the model `models/base` (or a trained `models/sft`) refers to, safetensors only.
@@ -332,8 +342,7 @@ def load_model(base_dir: str | Path, dtype: str = "float32", device_map: str | N
     """
     base_dir = Path(base_dir)
     existing_dir(base_dir)
-    info_path = base_dir / "base.json"
-    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    info = base_info(base_dir)
     source = info.get("weights_from") or str(base_dir)
     where = {"trust_remote_code": trust_remote_code}
     if info.get("weights_from"):
@@ -440,6 +449,6 @@ def prepare_base(params: ModelParams, train_split: str | Path, out_dir: str | Pa
             if added:
                 info |= {"added_token_ids": added, "vocab_before_template": before}
         tokenizer.save_pretrained(tmp)
-        write_json(tmp / "base.json", info)
+        write_json(tmp / BASE_INFO, info)
         make_readable(tmp)
     return info

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
 
-IGNORE = -100  # what transformers' causal-LM loss ignores
+from chatsft.template import IGNORE
 
 
 def first_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
@@ -58,14 +58,13 @@ def pack_rows(
     input_ids: Sequence[Sequence[int]],
     labels: Sequence[Sequence[int]],
     capacity: int,
-    ignore_index: int = IGNORE,
 ) -> list[dict[str, list[int]]]:
     """Concatenate samples into rows of at most `capacity` tokens, with position_ids."""
     rows = []
     for group in first_fit_decreasing([len(x) for x in input_ids], capacity):
         ids, labs, pos = [], [], []
         for i in sorted(group):
-            lab = [IGNORE if v == ignore_index else v for v in labels[i]]
+            lab = list(labels[i])
             lab[0] = IGNORE  # never learn a sample's first token from the previous sample
             ids += input_ids[i]
             labs += lab
@@ -78,13 +77,12 @@ def pack_stats(
     input_ids: Sequence[Sequence[int]],
     labels: Sequence[Sequence[int]],
     capacity: int,
-    ignore_index: int = IGNORE,
 ) -> dict:
     """Rows, real tokens, padding fraction and supervised fraction of `pack_rows`' layout."""
     lengths = [len(x) for x in input_ids]
     rows = len(first_fit_decreasing(lengths, capacity)) if lengths else 0
     real = sum(lengths)
-    supervised = sum(sum(v != ignore_index for v in lab[1:]) for lab in labels)
+    supervised = sum(sum(v != IGNORE for v in lab[1:]) for lab in labels)
     return {
         "rows": rows,
         "real_tokens": real,
@@ -100,10 +98,8 @@ class Collator:
     the pad token (pad == eos) keeps its label. With `varlen_kwargs`, packed batches also
     carry the samples' offsets for variable-length attention kernels."""
 
-    def __init__(self, pad_id: int, ignore_index: int = IGNORE,
-                 varlen_kwargs: bool = False) -> None:
+    def __init__(self, pad_id: int, varlen_kwargs: bool = False) -> None:
         self.pad_id = pad_id
-        self.ignore_index = ignore_index
         self.varlen_kwargs = varlen_kwargs
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
@@ -116,8 +112,7 @@ class Collator:
         for r, f in enumerate(features):
             n = len(f["input_ids"])
             ids[r, :n] = torch.as_tensor(f["input_ids"])
-            lab = torch.as_tensor(f["labels"])
-            labels[r, :n] = torch.where(lab == self.ignore_index, IGNORE, lab)
+            labels[r, :n] = torch.as_tensor(f["labels"])
             mask[r, :n] = 1
             if packed:
                 pos[r, :n] = torch.as_tensor(f["position_ids"])

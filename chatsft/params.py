@@ -138,7 +138,6 @@ class TokenizeParams(_Section):
         512, ge=16, description="Longest sample (tokens), also the packed row length; longer "
         "conversations lose their oldest exchanges, or are quarantined if the last one won't fit."
     )
-    ignore_index: int = Field(-100, description="Label value for unsupervised tokens.")
     train_on: Literal["all", "last"] = Field(
         "all", description="Supervise all assistant turns or only the last."
     )
@@ -304,12 +303,17 @@ class Params(_Section):
     predict: PredictParams = Field(default_factory=PredictParams)
 
 
+# Keys of earlier versions, and why they went (an old params.yaml names them).
+REMOVED = {"tokenize.ignore_index": "removed: the label of unsupervised tokens is always -100 "
+                                    "(chatsft.packing.IGNORE), what PyTorch's loss ignores"}
+
+
 def _describe(err: ValidationError, path: str) -> str:
     lines = [f"{path}: invalid parameters"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         if e["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key")
+            lines.append(f"  {key}: " + REMOVED.get(key, "unknown key"))
         else:
             lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
     return "\n".join(lines)
@@ -363,5 +367,10 @@ def deep_merge(base: dict, extra: dict) -> dict:
 
 
 def default_params_yaml() -> str:
-    """params.yaml with every key at its default (used to write the shipped file)."""
+    """params.yaml with every key at its default. The shipped params.yaml is exactly this text
+    (a test checks it): after changing a default, `python -m chatsft.params > params.yaml`."""
     return yaml.safe_dump(Params().model_dump(), sort_keys=False, allow_unicode=True)
+
+
+if __name__ == "__main__":
+    print(default_params_yaml(), end="")

@@ -55,6 +55,7 @@ from chatsft.reasoning import FIELDS as REASONING_FIELDS
 from chatsft.reasoning import inline, reasoning_of
 from chatsft.template_kwargs import render_variables, saved_kwargs
 
+IGNORE = -100  # the label of unsupervised tokens: what PyTorch's cross-entropy ignores
 # Stands in for an assistant message's answer to find where its think block ends (a
 # supplementary private-use character: no real text starts with it, and it is not one of
 # transformers' control-token markers).
@@ -169,8 +170,8 @@ class ChatEncoder:
     """Encode conversations with one tokenizer's chat template."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, *, train_on: str = "all",
-                 ignore_index: int = -100, max_length: int | None = None,
-                 template_kwargs: dict | None = None, template_date: str | None = SAVED,
+                 max_length: int | None = None, template_kwargs: dict | None = None,
+                 template_date: str | None = SAVED,
                  train_reasoning: bool = True, mask_empty_think: bool = False) -> None:
         """`template_kwargs` (variables such as `enable_thinking`) and `template_date` (what
         the template's `strftime_now` returns, an ISO date or None for the clock) each default
@@ -184,7 +185,6 @@ class ChatEncoder:
             raise ValueError(f"train_on must be 'all' or 'last', got {train_on!r}")
         self.tok = tokenizer
         self.train_on = train_on
-        self.ignore_index = ignore_index
         self.max_length = max_length
         self.special_tokens = dict(tokenizer.special_tokens_map)  # template variables
         saved, saved_date = saved_kwargs(tokenizer)
@@ -349,7 +349,7 @@ class ChatEncoder:
         for res in self._encode_items(exchanges, fast=False):
             for enc in res if not isinstance(res, Exception) else []:
                 supervised = [t for t, lab in zip(enc.input_ids, enc.labels, strict=True)
-                              if lab != self.ignore_index and t in self.control_ids]
+                              if lab != IGNORE and t in self.control_ids]
                 ends.update(supervised[-1:])
         return ends
 
@@ -462,7 +462,7 @@ class ChatEncoder:
     def _encode_fast(self, unit: _Unit, enc: Any, starts: list[int], pieces: list[tuple]
                      ) -> Encoded:
         ids = enc.ids
-        labels = [self.ignore_index] * len(ids)
+        labels = [IGNORE] * len(ids)
         for turn, (j, piece) in zip(unit.turns, pieces, strict=True):
             piece_ids = self._pieces[piece]
             n = j + len(piece_ids)
@@ -488,7 +488,7 @@ class ChatEncoder:
     def _encode_exact(self, unit: _Unit) -> Encoded:
         """Reference path: every prefix encoded in full (marked text, slow tokenizers)."""
         ids = self._encode_text(unit.text, unit.marked)
-        labels = [self.ignore_index] * len(ids)
+        labels = [IGNORE] * len(ids)
         for turn in unit.turns:
             prompt = self._encode_text(unit.text[: turn.prompt_end], unit.marked)
             through = self._encode_text(unit.text[: turn.turn_end], unit.marked)

@@ -17,16 +17,16 @@ from datasets import Dataset, DatasetDict, DatasetInfo, Features, Sequence, Valu
 from datasets.table import InMemoryTable
 from transformers import PreTrainedTokenizerBase
 
+from chatsft.config import SPLITS
 from chatsft.io import atomic_path, read_jsonl, write_jsonl
 from chatsft.packing import pack_stats
 from chatsft.params import TokenizeParams
-from chatsft.template import ChatEncoder, ParityError, TooLong
+from chatsft.template import IGNORE, ChatEncoder, ParityError, TooLong
 from chatsft.template_kwargs import USED_FILE, write_used
 
 FEATURES = Features(
     {"input_ids": Sequence(Value("int32")), "labels": Sequence(Value("int32"))}
 )
-SPLITS = ("train", "validation", "test")
 CHUNK = 1024  # most records per batched tokenizer call
 # Fewer records per process than this are not worth a fork: a pool costs ~0.1 CPU-second and
 # each child page-faults its way through the parent's copied memory (measured with the real
@@ -105,7 +105,7 @@ def tokenize_split(
         for enc in res:
             cols["input_ids"].append(enc.input_ids)
             cols["labels"].append(enc.labels)
-            supervised += sum(label != encoder.ignore_index for label in enc.labels)
+            supervised += sum(label != IGNORE for label in enc.labels)
     failed = reasons["parity"]
     if failed and failed > max_parity_failures * len(records):
         first = next(q for q in quarantine if q["reason"] == "parity")
@@ -200,7 +200,7 @@ def tokenize_all(
             train_cols = cols
     capacity = encoder.max_length or max(map(len, train_cols["input_ids"]), default=1)
     stats["packing"] = {"capacity": capacity, **pack_stats(
-        train_cols["input_ids"], train_cols["labels"], capacity, encoder.ignore_index)}
+        train_cols["input_ids"], train_cols["labels"], capacity)}
     stats["warnings"] = too_long_warnings(stats, encoder.max_length)
     return datasets, quarantine, stats
 
@@ -212,9 +212,8 @@ def write_tokenized(
     quarantined records in `quarantine.jsonl` and the template variables it rendered with in
     `chat_template.json` (`USED_FILE`); returns what `tokenize_all` returns."""
     kwargs = params.chat_template_kwargs()
-    encoder = ChatEncoder(tokenizer, train_on=params.train_on, ignore_index=params.ignore_index,
-                          max_length=params.max_length, template_kwargs=kwargs,
-                          template_date=params.template_date,
+    encoder = ChatEncoder(tokenizer, train_on=params.train_on, max_length=params.max_length,
+                          template_kwargs=kwargs, template_date=params.template_date,
                           train_reasoning=params.train_on_reasoning,
                           mask_empty_think=params.mask_empty_think)
     datasets, quarantine, stats = tokenize_all(
@@ -236,8 +235,8 @@ STYLE = (
 )
 
 
-def _token_spans(tokenizer: PreTrainedTokenizerBase, ids: list[int], labels: list[int],
-                 ignore_index: int) -> list[str]:
+def _token_spans(tokenizer: PreTrainedTokenizerBase, ids: list[int], labels: list[int]
+                 ) -> list[str]:
     """One <span> per token; tokens that are parts of one character are shown together."""
     special = set(tokenizer.added_tokens_decoder)
     out, pending = [], []
@@ -246,7 +245,7 @@ def _token_spans(tokenizer: PreTrainedTokenizerBase, ids: list[int], labels: lis
         text = tokenizer.decode(pending)
         if text.endswith("\ufffd") and k + 1 < len(ids) and len(pending) < 4:
             continue  # an incomplete UTF-8 character: wait for its other bytes
-        classes = " ".join(["s"] * (label != ignore_index) + ["c"] * (tid in special))
+        classes = " ".join(["s"] * (label != IGNORE) + ["c"] * (tid in special))
         shown = html.escape(text).replace("\n", "<i class='n'>\u21b5</i>\n")
         attrs = f" class='{classes}'" if classes else ""
         out.append(f"<span{attrs} title='ids {pending}, label {label}'>{shown}</span>")
@@ -254,7 +253,7 @@ def _token_spans(tokenizer: PreTrainedTokenizerBase, ids: list[int], labels: lis
     return out
 
 
-def audit_html(tokenizer: PreTrainedTokenizerBase, ds: Dataset, n: int, ignore_index: int) -> str:
+def audit_html(tokenizer: PreTrainedTokenizerBase, ds: Dataset, n: int) -> str:
     """Human-readable rendering of `n` samples spread over the split: supervised tokens on
     green; hover a token for its id and label."""
     parts = [
@@ -269,9 +268,9 @@ def audit_html(tokenizer: PreTrainedTokenizerBase, ds: Dataset, n: int, ignore_i
     for i in picks:
         row = ds[i]
         ids, labels = row["input_ids"], row["labels"]
-        sup = sum(label != ignore_index for label in labels)
+        sup = sum(label != IGNORE for label in labels)
         parts.append(f"<h3>train sample {i}: {len(ids)} tokens, {sup} supervised</h3>"
                      "<div class='sample'>")
-        parts += _token_spans(tokenizer, ids, labels, ignore_index)
+        parts += _token_spans(tokenizer, ids, labels)
         parts.append("</div>")
     return "".join(parts) + "\n"

@@ -51,26 +51,27 @@ def test_first_fit_decreasing_matches_the_textbook_algorithm():
 
 def test_pack_rows_restart_positions_and_never_train_a_first_token():
     ids = [[5, 6, 7], [8, 9], [10, 11, 12, 13]]
-    labels = [[-1, 6, 7], [8, 9], [-1, -1, 12, 13]]
-    rows = pack_rows(ids, labels, capacity=7, ignore_index=-1)
+    labels = [[IGNORE, 6, 7], [8, 9], [IGNORE, IGNORE, 12, 13]]
+    rows = pack_rows(ids, labels, capacity=7)
     assert rows == [
         {"input_ids": [5, 6, 7, 10, 11, 12, 13], "labels": [IGNORE, 6, 7, IGNORE, IGNORE, 12, 13],
          "position_ids": [0, 1, 2, 0, 1, 2, 3]},
         {"input_ids": [8, 9], "labels": [IGNORE, 9], "position_ids": [0, 1]},
     ]
-    stats = pack_stats(ids, labels, 7, ignore_index=-1)
+    stats = pack_stats(ids, labels, 7)
     assert stats == {"rows": 2, "real_tokens": 9, "padding_fraction": round(1 - 9 / 14, 6),
                      "supervised_fraction": round(5 / 9, 6)}
 
 
 def test_collator_pads_or_packs_and_keeps_labels_equal_to_the_pad_id():
     pad = 0  # also a supervised token below, as with pad == eos
-    collate = Collator(pad, ignore_index=-1)
-    batch = collate([{"input_ids": [3, 0], "labels": [-1, 0]}, {"input_ids": [4], "labels": [-1]}])
+    collate = Collator(pad)
+    batch = collate([{"input_ids": [3, 0], "labels": [IGNORE, 0]},
+                     {"input_ids": [4], "labels": [IGNORE]}])
     assert batch["labels"].tolist() == [[IGNORE, 0], [IGNORE, IGNORE]]
     assert batch["attention_mask"].tolist() == [[1, 1], [1, 0]]
     assert "position_ids" not in batch and batch["use_cache"] is False
-    rows = pack_rows([[3, 0], [4, 5]], [[-1, 0], [-1, 5]], 4, ignore_index=-1)
+    rows = pack_rows([[3, 0], [4, 5]], [[IGNORE, 0], [IGNORE, 5]], 4)
     batch = collate(rows + [{"input_ids": [7], "labels": [IGNORE], "position_ids": [0]}])
     assert "attention_mask" not in batch
     # The padding tail restarts at 0: a sample of its own, attended by no real token.
@@ -79,11 +80,11 @@ def test_collator_pads_or_packs_and_keeps_labels_equal_to_the_pad_id():
 
 
 def test_varlen_offsets_are_the_samples_starts_in_the_flattened_batch():
-    rows = pack_rows([[3, 0, 9], [4, 5], [6], [8, 8, 8, 8]], [[-1, 0, 9], [-1, 5], [6], [8] * 4],
-                     5, ignore_index=-1)
+    rows = pack_rows([[3, 0, 9], [4, 5], [6], [8, 8, 8, 8]],
+                     [[IGNORE, 0, 9], [IGNORE, 5], [6], [8] * 4], 5)
     # Hand layout: row 0 = [6 | 8 8 8 8] (1 + 4 tokens), row 1 = [3 0 9 | 4 5] (3 + 2).
     assert [r["position_ids"] for r in rows] == [[0, 0, 1, 2, 3], [0, 1, 2, 0, 1]]
-    batch = Collator(0, ignore_index=-1, varlen_kwargs=True)(rows)
+    batch = Collator(0, varlen_kwargs=True)(rows)
     assert batch["cu_seq_lens_q"].tolist() == [0, 1, 5, 8, 10]
     assert batch["cu_seq_lens_q"].dtype == torch.int32 and batch["cu_seq_lens_k"] is \
         batch["cu_seq_lens_q"]

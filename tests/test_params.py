@@ -19,6 +19,11 @@ def test_shipped_params_are_valid_and_complete():
     assert set(shipped) == set(Params.model_fields)
     for section, value in params.model_dump().items():
         assert set(value) == set(shipped[section]), section
+    # The shipped file is the schema's defaults, written by `python -m chatsft.params`.
+    assert (ROOT / "params.yaml").read_text() == default_params_yaml()
+    written = subprocess.run([sys.executable, "-m", "chatsft.params"], cwd=ROOT, check=True,
+                             capture_output=True, text=True).stdout
+    assert written == default_params_yaml()
 
 
 def test_every_field_has_a_description():
@@ -43,6 +48,8 @@ def test_every_field_has_a_description():
         ({"evaluate": {"generation": {"top_p": 2}}}, "evaluate.generation.top_p"),
         ({"model": {"dtype": "float8"}}, "model.dtype"),
         ({"bogus": {}}, "bogus: unknown key"),
+        # Removed: the label of unsupervised tokens is the constant -100.
+        ({"tokenize": {"ignore_index": -100}}, "tokenize.ignore_index: removed: the label"),
     ],
 )
 def test_bad_values_name_the_key(override, message):

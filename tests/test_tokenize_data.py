@@ -152,7 +152,7 @@ def test_audit_shows_exactly_the_supervised_tokens(chatml_tokenizer):
     rec = {"messages": [{"role": "user", "content": "Is 1 < 2 & 3 > 2?"},
                         {"role": "assistant", "content": "Yes, 1 < 2."}]}
     cols = tokenize_split([rec], ChatEncoder(chatml_tokenizer), "train")[0]
-    page = audit_html(chatml_tokenizer, to_dataset(cols), 8, IGNORE)
+    page = audit_html(chatml_tokenizer, to_dataset(cols), 8)
     sample = page.split("<div class='sample'>")[1]
     supervised = "".join(re.findall(r"<span class='s[^']*'[^>]*>(.*?)</span>", sample))
     context = "".join(re.findall(r"<span(?: class='c')? title[^>]*>(.*?)</span>", sample))

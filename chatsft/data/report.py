@@ -1,7 +1,8 @@
 """The clean stage's account of every record: counts by source and reason, and its text form.
 
-`metrics/clean.json` holds `CleanReport.to_dict()`; the stage and `chatsft data check` print
-`format_report()`. Invariant (tested): for every source, kept + quarantined + unsampled =
+`metrics/clean.json` holds `build_report()`'s dict (`CleanResult.report()`), with one
+`SourceReport.to_dict()` per source; the stage and `chatsft data check` print `format_report()`
+of it. Invariant (tested): for every source, kept + quarantined + unsampled =
 read.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-SPLITS = ("train", "validation", "test")
+from chatsft.config import SPLITS
 
 
 @dataclass

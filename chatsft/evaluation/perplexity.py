@@ -39,12 +39,11 @@ def supervised_nll(
     model: PreTrainedModel,
     ds: Dataset,
     pad_id: int,
-    ignore_index: int = IGNORE,
     max_batch_tokens: int | None = None,
 ) -> dict[str, float | None]:
     """perplexity, loss (mean NLL), token_accuracy (argmax == label) and supervised_tokens;
     None (valid JSON, unlike NaN) for the first three when nothing is supervised."""
-    collate = Collator(pad_id, ignore_index)
+    collate = Collator(pad_id)
     device = next(model.parameters()).device
     model.eval()
     max_tokens = max_batch_tokens or max(1, LOGITS_BUDGET // model.config.get_text_config()

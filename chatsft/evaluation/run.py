@@ -29,14 +29,13 @@ def evaluate_model(
     tokenized: DatasetDict,
     test_records: list[dict],
     params: EvaluateParams,
-    ignore_index: int = -100,
 ) -> tuple[dict, list[dict]]:
     """Metrics for one model ({split: {name: value}}), and the per-sample predictions of the
     test prompts with their scores, in test-file order, then those of the tool-call turns."""
     metrics: dict = {}
     for split in ("validation", "test"):
         if split in tokenized and len(tokenized[split]):
-            nll = supervised_nll(model, tokenized[split], tokenizer.pad_token_id, ignore_index)
+            nll = supervised_nll(model, tokenized[split], tokenizer.pad_token_id)
             metrics[split] = _rounded(nll, 6)
     records = test_records[: params.max_samples] if params.max_samples else test_records
     if not records:

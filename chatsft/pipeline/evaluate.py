@@ -30,8 +30,7 @@ def score(params: Params, model_dir: Path, tokenizer: PreTrainedTokenizerBase,
     model = load_for_inference(model_dir, m.dtype, m.device_map, m.attn_implementation,
                                trust_remote_code=m.trust_remote_code)
     return evaluate_model(model, tokenizer, load_from_disk(layout.tokenized),
-                          read_jsonl(layout.split("test")), params.evaluate,
-                          params.tokenize.ignore_index)
+                          read_jsonl(layout.split("test")), params.evaluate)
 
 
 def run(params: Params, layout: Layout) -> dict:

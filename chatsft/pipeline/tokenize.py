@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from chatsft.config import Layout, Params
+from chatsft.config import SPLITS, Layout, Params
 from chatsft.io import write_json, write_text
 from chatsft.modeling import load_tokenizer
 from chatsft.tokenize_data import audit_html, write_tokenized
@@ -25,9 +25,8 @@ def run(params: Params, layout: Layout) -> dict:
     tokenizer = load_tokenizer(layout.base, trust_remote_code=params.model.trust_remote_code)
     datasets, quarantine, stats = write_tokenized(layout.clean, tokenizer, p, layout.tokenized)
     write_json(layout.tokenize_stats, stats)
-    write_text(layout.mask_audit, audit_html(tokenizer, datasets["train"], p.audit_samples,
-                                             p.ignore_index))
-    for split in ("train", "validation", "test"):
+    write_text(layout.mask_audit, audit_html(tokenizer, datasets["train"], p.audit_samples))
+    for split in SPLITS:
         s = stats[split]
         print(f"tokenize {split}: {s['samples']} samples from {s['kept']}/{s['conversations']} "
               f"conversations, {s['tokens']} tokens, {s['supervised_fraction']:.1%} supervised, "

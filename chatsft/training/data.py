@@ -25,12 +25,9 @@ def make_rows(ds: Dataset, packing: str, tok_params: TokenizeParams) -> list[dic
     """Packed rows of at most max_length tokens, or one row per conversation."""
     cols = ds[:]  # plain lists: indexing a datasets Column row by row is 100x slower
     if packing == "pack":
-        return pack_rows(cols["input_ids"], cols["labels"], tok_params.max_length,
-                         tok_params.ignore_index)
-    ignore = tok_params.ignore_index
+        return pack_rows(cols["input_ids"], cols["labels"], tok_params.max_length)
     return [
-        {"input_ids": ids, "labels": [IGNORE if v == ignore else v for v in labels],
-         "length": len(ids)}
+        {"input_ids": ids, "labels": labels, "length": len(ids)}
         for ids, labels in zip(cols["input_ids"], cols["labels"], strict=True)
     ]
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 import torch
 
 from chatsft.errors import UserError
-from chatsft.modeling import ModelLoadError, load_model
+from chatsft.modeling import ModelLoadError, base_info, load_model
 from chatsft.params import LoraParams, TrainParams
 
 ADAPTER_DIR = "adapter"  # inside the output model directory
@@ -46,9 +45,7 @@ def load_quantized(base_dir: str | Path, bits: int, compute_dtype: torch.dtype,
                                    bnb_4bit_compute_dtype=compute_dtype)
     else:
         quant = BitsAndBytesConfig(load_in_8bit=True)
-    base_dir = Path(base_dir)
-    info_path = base_dir / "base.json"
-    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    info = base_info(base_dir)
     source = info.get("weights_from") or str(base_dir)
     kwargs = {"revision": info["revision"]} if info.get("weights_from") else {}
     try:
@@ -64,8 +61,7 @@ def base_reference(base_dir: str | Path) -> tuple[str, str | None]:
     """Where an adapter's base model is, valid from any working directory: the hub id and
     pinned revision `base.json` records, else the absolute path of the base directory (peft
     would record the path as it was given, such as `models/base`)."""
-    info_path = Path(base_dir) / "base.json"
-    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    info = base_info(base_dir)
     source = info.get("weights_from")
     if not source:
         return str(Path(base_dir).resolve()), None
@@ -115,10 +111,8 @@ def prepare_model(base_dir: str | Path, params: TrainParams, dtype: str,
                            trust_remote_code=trust_remote_code)
     if params.method == "full":
         return model
-    info_path = Path(base_dir) / "base.json"
-    info = json.loads(info_path.read_text()) if info_path.exists() else {}
     return apply_lora(model, params.lora, params.gradient_checkpointing,
-                      base_reference(base_dir), info.get("added_token_ids"))
+                      base_reference(base_dir), base_info(base_dir).get("added_token_ids"))
 
 
 def merge_adapter(base_dir: str | Path, adapter_dir: Path, dtype: str, out_dir: Path,

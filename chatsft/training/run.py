@@ -19,6 +19,7 @@ from transformers import EarlyStoppingCallback, PreTrainedTokenizerBase, Progres
 from chatsft.errors import UserError, disk_full_errors
 from chatsft.io import check_output_kind, replace_output
 from chatsft.modeling import add_chat_eos, check_finite_files, make_readable
+from chatsft.packing import IGNORE
 from chatsft.params import Params
 from chatsft.training import checkpoints
 from chatsft.training.args import resolve_precision, training_arguments
@@ -58,7 +59,8 @@ def run_training(
     args = training_arguments(train_p, checkpoint_dir, precision, has_eval=bool(eval_rows))
     is_main = args.process_index == 0
     run_id = checkpoints.fingerprint(
-        train_p.model_dump(), tok_p.max_length, tok_p.ignore_index, params.model.dtype,
+        # IGNORE stands where the removed tokenize.ignore_index was: earlier checkpoints resume.
+        train_p.model_dump(), tok_p.max_length, IGNORE, params.model.dtype,
         rows_fingerprint(train_rows), rows_fingerprint(eval_rows),
         checkpoints.files_fingerprint(base_dir), args.world_size,
     )

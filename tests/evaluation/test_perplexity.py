@@ -9,7 +9,7 @@ import torch
 from datasets import Dataset
 
 from chatsft.evaluation.perplexity import length_batches, supervised_nll
-from chatsft.template import ChatEncoder
+from chatsft.template import IGNORE, ChatEncoder
 
 
 def by_hand(model, input_ids: list[list[int]], labels: list[list[int]], ignore: int):
@@ -27,20 +27,18 @@ def by_hand(model, input_ids: list[list[int]], labels: list[list[int]], ignore: 
     return nll, correct, count
 
 
-@pytest.mark.parametrize("ignore", [-100, -1])
-def test_perplexity_matches_a_hand_computation(tiny_model, chatml_tokenizer, demo_records,
-                                               ignore):
-    enc = ChatEncoder(chatml_tokenizer, ignore_index=ignore)
+def test_perplexity_matches_a_hand_computation(tiny_model, chatml_tokenizer, demo_records):
+    enc = ChatEncoder(chatml_tokenizer)
     encoded = [enc.encode(r["messages"]) for r in demo_records[:9]]
     ids, labels = [e.input_ids for e in encoded], [e.labels for e in encoded]
     assert len({len(x) for x in ids}) > 3  # batches are padded
-    nll, correct, count = by_hand(tiny_model, ids, labels, ignore)
+    nll, correct, count = by_hand(tiny_model, ids, labels, IGNORE)
     assert 0 < correct < count
     ds = Dataset.from_dict({"input_ids": ids, "labels": labels})
     pad = chatml_tokenizer.pad_token_id
     # One conversation per batch, a few per batch, and the default budget (all in one).
     for budget in (1, 300, None):
-        got = supervised_nll(tiny_model, ds, pad, ignore_index=ignore, max_batch_tokens=budget)
+        got = supervised_nll(tiny_model, ds, pad, max_batch_tokens=budget)
         assert got["supervised_tokens"] == count
         assert got["loss"] == pytest.approx(nll / count, rel=1e-5)
         assert got["perplexity"] == pytest.approx(math.exp(nll / count), rel=1e-5)

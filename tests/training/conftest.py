@@ -17,7 +17,7 @@ def tiny_splits(demo_records, chatml_tokenizer):
     from chatsft.template import ChatEncoder
     from chatsft.tokenize_data import to_dataset, tokenize_split
 
-    encoder = ChatEncoder(chatml_tokenizer, train_on="all", ignore_index=-100, max_length=128)
+    encoder = ChatEncoder(chatml_tokenizer, train_on="all", max_length=128)
     parts = {"train": demo_records[:240], "validation": demo_records[240:270],
              "test": demo_records[270:290]}
     return DatasetDict({name: to_dataset(tokenize_split(recs, encoder, name)[0])
