@@ -97,7 +97,7 @@ def run_chatsft(args: argparse.Namespace, workdir: Path) -> None:
     tokenizer = load_tokenizer(base)
     start = time.perf_counter()
     encoder = ChatEncoder(tokenizer, max_length=args.max_length)
-    datasets, _, _ = tokenize_all(workdir / "data", tokenizer, encoder)
+    datasets, _, _ = tokenize_all(workdir / "data", encoder)
     STATS["prep_seconds"] += time.perf_counter() - start
     params = Params(
         tokenize=TokenizeParams(max_length=args.max_length),

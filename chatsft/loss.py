@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from chatsft.template import IGNORE
+from chatsft.batching.packing import IGNORE
 
 
 class _ChunkedLinearCE(torch.autograd.Function):

@@ -305,7 +305,7 @@ class Params(_Section):
 
 # Keys of earlier versions, and why they went (an old params.yaml names them).
 REMOVED = {"tokenize.ignore_index": "removed: the label of unsupervised tokens is always -100 "
-                                    "(chatsft.packing.IGNORE), what PyTorch's loss ignores"}
+           "(chatsft.batching.packing.IGNORE), what PyTorch's loss ignores"}
 
 
 def _describe(err: ValidationError, path: str) -> str:

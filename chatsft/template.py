@@ -50,12 +50,12 @@ from transformers.utils.chat_template_utils import (
     mark_control_tokens,
 )
 
+from chatsft.batching.packing import IGNORE
 from chatsft.errors import UserError
 from chatsft.reasoning import FIELDS as REASONING_FIELDS
 from chatsft.reasoning import inline, reasoning_of
 from chatsft.template_kwargs import render_variables, saved_kwargs
 
-IGNORE = -100  # the label of unsupervised tokens: what PyTorch's cross-entropy ignores
 # Stands in for an assistant message's answer to find where its think block ends (a
 # supplementary private-use character: no real text starts with it, and it is not one of
 # transformers' control-token markers).

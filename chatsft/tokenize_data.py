@@ -1,9 +1,9 @@
-"""The tokenize stage's core: clean splits -> tokenized `datasets` splits, stats, audit."""
+"""The tokenize stage's core: clean splits -> tokenized `datasets` splits and stats (the mask
+audit page is chatsft/mask_audit.py)."""
 
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import math
 import multiprocessing
@@ -17,11 +17,11 @@ from datasets import Dataset, DatasetDict, DatasetInfo, Features, Sequence, Valu
 from datasets.table import InMemoryTable
 from transformers import PreTrainedTokenizerBase
 
+from chatsft.batching.packing import IGNORE, pack_stats
 from chatsft.config import SPLITS
 from chatsft.io import atomic_path, read_jsonl, write_jsonl
-from chatsft.packing import pack_stats
 from chatsft.params import TokenizeParams
-from chatsft.template import IGNORE, ChatEncoder, ParityError, TooLong
+from chatsft.template import ChatEncoder, ParityError, TooLong
 from chatsft.template_kwargs import USED_FILE, write_used
 
 FEATURES = Features(
@@ -160,9 +160,11 @@ def too_long_warnings(stats: dict, max_length: int | None) -> list[str]:
 
 
 def to_dataset(cols: dict[str, list]) -> Dataset:
-    # Straight to Arrow (Dataset.from_dict encodes row by row, twice as slow), with a
-    # fingerprint from the content: from_dict's random one would land in state.json and make
-    # the output differ on every run.
+    """The columns as a Dataset, straight to Arrow (Dataset.from_dict encodes row by row,
+    twice as slow). Its fingerprint is set from the content, through the private
+    `Dataset._fingerprint` (datasets has no public way): the random one it would otherwise get
+    lands in `state.json` and makes data/tokenized differ on every run, so DVC would see a new
+    output and rerun train each time."""
     table = pa.table({k: pa.array(cols[k], type=pa.list_(pa.int32())) for k in FEATURES})
     h = hashlib.sha256()
     for column in table.columns:
@@ -183,8 +185,7 @@ def save_splits(datasets: dict[str, Dataset], path: str | Path) -> None:
 
 
 def tokenize_all(
-    clean_dir: Path, tokenizer: PreTrainedTokenizerBase, encoder: ChatEncoder,
-    num_proc: int = 1, max_parity_failures: float = 0.0,
+    clean_dir: Path, encoder: ChatEncoder, num_proc: int = 1, max_parity_failures: float = 0.0,
 ) -> tuple[dict[str, Dataset], list[dict], dict]:
     """All splits; stats per split plus `packing`, the packed layout of the train split."""
     datasets, quarantine, stats = {}, [], {}
@@ -217,60 +218,10 @@ def write_tokenized(
                           train_reasoning=params.train_on_reasoning,
                           mask_empty_think=params.mask_empty_think)
     datasets, quarantine, stats = tokenize_all(
-        clean_dir, tokenizer, encoder, params.num_proc or os.cpu_count() or 1,
+        clean_dir, encoder, params.num_proc or os.cpu_count() or 1,
         params.max_parity_failures)
     with atomic_path(out_dir, is_dir=True) as tmp:
         save_splits(datasets, tmp)
         write_jsonl(tmp / "quarantine.jsonl", quarantine)
         write_used(tmp / USED_FILE, kwargs, params.template_date)
     return datasets, quarantine, stats
-
-
-STYLE = (
-    "body{font-family:sans-serif;max-width:70em;margin:auto}"
-    ".sample{font-family:monospace;white-space:pre-wrap;line-height:1.7;border:1px solid #ccc;"
-    "padding:.5em}"
-    "span{border-right:1px solid #e4e4e4}"
-    ".s{background:#b7ecb4}.c{font-weight:bold;color:#8a3b00}.n{color:#999}"
-)
-
-
-def _token_spans(tokenizer: PreTrainedTokenizerBase, ids: list[int], labels: list[int]
-                 ) -> list[str]:
-    """One <span> per token; tokens that are parts of one character are shown together."""
-    special = set(tokenizer.added_tokens_decoder)
-    out, pending = [], []
-    for k, (tid, label) in enumerate(zip(ids, labels, strict=True)):
-        pending.append(tid)
-        text = tokenizer.decode(pending)
-        if text.endswith("\ufffd") and k + 1 < len(ids) and len(pending) < 4:
-            continue  # an incomplete UTF-8 character: wait for its other bytes
-        classes = " ".join(["s"] * (label != IGNORE) + ["c"] * (tid in special))
-        shown = html.escape(text).replace("\n", "<i class='n'>\u21b5</i>\n")
-        attrs = f" class='{classes}'" if classes else ""
-        out.append(f"<span{attrs} title='ids {pending}, label {label}'>{shown}</span>")
-        pending = []
-    return out
-
-
-def audit_html(tokenizer: PreTrainedTokenizerBase, ds: Dataset, n: int) -> str:
-    """Human-readable rendering of `n` samples spread over the split: supervised tokens on
-    green; hover a token for its id and label."""
-    parts = [
-        "<!doctype html><meta charset='utf-8'><title>chatsft mask audit</title>",
-        f"<style>{STYLE}</style><h1>Mask audit</h1>",
-        "<p>Tokens on <span class='s'>green</span> are supervised (the loss trains them); the "
-        "rest is context. <span class='c'>Bold</span>: added/control tokens; "
-        "<i class='n'>\u21b5</i>: newline. Each assistant reply and the end-of-turn token "
-        "after it should be green, and nothing else.</p>",
-    ]
-    picks = sorted({i * len(ds) // n for i in range(n)} if n and len(ds) else set())
-    for i in picks:
-        row = ds[i]
-        ids, labels = row["input_ids"], row["labels"]
-        sup = sum(label != IGNORE for label in labels)
-        parts.append(f"<h3>train sample {i}: {len(ids)} tokens, {sup} supervised</h3>"
-                     "<div class='sample'>")
-        parts += _token_spans(tokenizer, ids, labels)
-        parts.append("</div>")
-    return "".join(parts) + "\n"

@@ -8,8 +8,9 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from chatsft import attention
 from chatsft.attention import NAME, supports_varlen_sdpa, varlen_sdpa_attention
+from chatsft.batching.collate import Collator
+from chatsft.batching.packing import pack_rows
 from chatsft.modeling import attention_implementation
-from chatsft.packing import Collator, pack_rows
 from chatsft.template import ChatEncoder
 
 

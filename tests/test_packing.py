@@ -9,14 +9,8 @@ import pytest
 import torch
 
 from chatsft import attention  # also registers sdpa_varlen
-from chatsft.packing import (
-    IGNORE,
-    Collator,
-    first_fit_decreasing,
-    pack_rows,
-    pack_stats,
-    varlen_offsets,
-)
+from chatsft.batching.collate import Collator, varlen_offsets
+from chatsft.batching.packing import IGNORE, first_fit_decreasing, pack_rows, pack_stats
 from chatsft.template import ChatEncoder
 
 

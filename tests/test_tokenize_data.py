@@ -11,9 +11,10 @@ import pytest
 import yaml
 
 from chatsft.data.clean import clean_records
+from chatsft.mask_audit import audit_html
 from chatsft.params import DataParams, Params
 from chatsft.template import ChatEncoder, ParityError
-from chatsft.tokenize_data import audit_html, encode_all, to_dataset, tokenize_split
+from chatsft.tokenize_data import encode_all, to_dataset, tokenize_split
 from tests.chat_templates import llama3_tokenizer, qwen25_tokenizer
 from tests.conftest import REAL_DATA
 from tests.test_scratch_template import PLAIN_CHATML

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from datasets import Dataset
 from transformers import PreTrainedModel
 
-from chatsft.packing import IGNORE, Collator
+from chatsft.batching.collate import Collator
+from chatsft.batching.packing import IGNORE
 
 # fp32 logits of one batch stay under 256 MB: a 151k vocabulary gets ~440 tokens per batch.
 LOGITS_BUDGET = 2**26

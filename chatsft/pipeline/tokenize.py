@@ -10,8 +10,9 @@ from pathlib import Path
 
 from chatsft.config import SPLITS, Layout, Params
 from chatsft.io import write_json, write_text
+from chatsft.mask_audit import audit_html
 from chatsft.modeling import load_tokenizer
-from chatsft.tokenize_data import audit_html, write_tokenized
+from chatsft.tokenize_data import write_tokenized
 
 SECTIONS = ("tokenize", "model")
 

@@ -9,8 +9,9 @@ import torch
 from datasets import Dataset, DatasetDict, load_from_disk
 
 from chatsft.attention import VARLEN_KERNELS
+from chatsft.batching.collate import Collator
+from chatsft.batching.packing import layout_stats, pack_rows
 from chatsft.errors import UserError
-from chatsft.packing import IGNORE, Collator, pack_rows
 from chatsft.params import TokenizeParams, TrainParams
 
 
@@ -49,15 +50,11 @@ def split_rows(
 
 
 def row_stats(rows: list[dict], params: TrainParams, max_length: int) -> dict:
-    real = sum(len(r["input_ids"]) for r in rows)
-    supervised = sum(sum(v != IGNORE for v in r["labels"][1:]) for r in rows)
-    return {
-        "rows": len(rows),
-        "tokens_per_epoch": real,
-        "padding_fraction": 0.0 if params.packing == "pad" else
-        round(1 - real / max(1, len(rows) * max_length), 6),
-        "supervised_fraction": round(supervised / max(1, real), 6),
-    }
+    """The training rows' `layout_stats` (packed rows, or one padded row per sample)."""
+    stats = layout_stats([r["labels"] for r in rows], len(rows),
+                         None if params.packing == "pad" else max_length)
+    stats["tokens_per_epoch"] = stats.pop("real_tokens")
+    return stats
 
 
 def rows_fingerprint(rows: list[dict]) -> str:

@@ -16,10 +16,10 @@ import torch.distributed as dist
 from datasets import DatasetDict
 from transformers import EarlyStoppingCallback, PreTrainedTokenizerBase, ProgressCallback
 
+from chatsft.batching.packing import IGNORE
 from chatsft.errors import UserError, disk_full_errors
 from chatsft.io import check_output_kind, replace_output
 from chatsft.modeling import add_chat_eos, check_finite_files, make_readable
-from chatsft.packing import IGNORE
 from chatsft.params import Params
 from chatsft.training import checkpoints
 from chatsft.training.args import resolve_precision, training_arguments

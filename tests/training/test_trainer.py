@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from chatsft.packing import IGNORE, pack_rows
+from chatsft.batching.packing import IGNORE, pack_rows
 from chatsft.params import TokenizeParams
 from chatsft.training.data import make_rows
 from tests.training.helpers import losses, one_step_trainer

@@ -1,4 +1,5 @@
-"""Batches: padded (grouped by length) or packed rows of max_length.
+"""Packing, pure Python: samples into rows of max_length (the tensors are
+chatsft/batching/collate.py's).
 
 A packed row carries per-sample `position_ids` restarting at 0 and no attention mask. From
 those, transformers (masking_utils.find_packed_sequence_indices) builds a block-diagonal causal
@@ -19,10 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
-
-from chatsft.template import IGNORE
+IGNORE = -100  # the label of unsupervised tokens: what PyTorch's cross-entropy ignores
 
 
 def first_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
@@ -73,65 +71,27 @@ def pack_rows(
     return rows
 
 
+def layout_stats(labels: Sequence[Sequence[int]], rows: int, capacity: int | None) -> dict:
+    """Rows, real tokens, padding fraction and supervised fraction of samples (their `labels`)
+    laid out in `rows` rows of `capacity` tokens (None: padded per batch, no fixed padding).
+    The first label of each sample never counts: packing masks it (`pack_rows`)."""
+    real = sum(len(lab) for lab in labels)
+    supervised = sum(sum(v != IGNORE for v in lab[1:]) for lab in labels)
+    return {
+        "rows": rows,
+        "real_tokens": real,
+        "padding_fraction": round(1 - real / (rows * capacity), 6) if rows and capacity
+        else 0.0,
+        "supervised_fraction": round(supervised / real, 6) if real else 0.0,
+    }
+
+
 def pack_stats(
     input_ids: Sequence[Sequence[int]],
     labels: Sequence[Sequence[int]],
     capacity: int,
 ) -> dict:
-    """Rows, real tokens, padding fraction and supervised fraction of `pack_rows`' layout."""
+    """`layout_stats` of `pack_rows`' layout, without building the rows."""
     lengths = [len(x) for x in input_ids]
     rows = len(first_fit_decreasing(lengths, capacity)) if lengths else 0
-    real = sum(lengths)
-    supervised = sum(sum(v != IGNORE for v in lab[1:]) for lab in labels)
-    return {
-        "rows": rows,
-        "real_tokens": real,
-        "padding_fraction": round(1 - real / (rows * capacity), 6) if rows else 0.0,
-        "supervised_fraction": round(supervised / real, 6) if real else 0.0,
-    }
-
-
-class Collator:
-    """Pads a list of samples, or of packed rows (those carry position_ids), to the longest.
-
-    Labels come from the rows, never from the pad id, so an end-of-turn token that is also
-    the pad token (pad == eos) keeps its label. With `varlen_kwargs`, packed batches also
-    carry the samples' offsets for variable-length attention kernels."""
-
-    def __init__(self, pad_id: int, varlen_kwargs: bool = False) -> None:
-        self.pad_id = pad_id
-        self.varlen_kwargs = varlen_kwargs
-
-    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        packed = "position_ids" in features[0]
-        width = max(len(f["input_ids"]) for f in features)
-        ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(features), width), IGNORE, dtype=torch.long)
-        mask = torch.zeros((len(features), width), dtype=torch.long)
-        pos = torch.zeros((len(features), width), dtype=torch.long)
-        for r, f in enumerate(features):
-            n = len(f["input_ids"])
-            ids[r, :n] = torch.as_tensor(f["input_ids"])
-            labels[r, :n] = torch.as_tensor(f["labels"])
-            mask[r, :n] = 1
-            if packed:
-                pos[r, :n] = torch.as_tensor(f["position_ids"])
-                # The padding tail becomes one more "sample" of its own, with no labels.
-                pos[r, n:] = torch.arange(width - n)
-        batch = {"input_ids": ids, "labels": labels, "use_cache": False}
-        if packed:
-            batch["position_ids"] = pos  # no attention_mask: transformers detects the packing
-            if self.varlen_kwargs:
-                batch |= varlen_offsets(pos)
-        else:
-            batch["attention_mask"] = mask
-        return batch
-
-
-def varlen_offsets(position_ids: torch.Tensor) -> dict:
-    """FlashAttentionKwargs of packed rows: where each sample (a restart of position_ids at 0)
-    begins in the flattened batch, from transformers' own helper; the longest sample as an int,
-    which the flash-attn kernels take."""
-    (cu, _), (longest, _) = prepare_fa_kwargs_from_position_ids(position_ids)
-    return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": int(longest),
-            "max_length_k": int(longest)}
+    return layout_stats(labels, rows, capacity)
