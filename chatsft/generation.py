@@ -19,6 +19,7 @@ from typing import NamedTuple
 import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from chatsft.chat_template.truncate import drop_oldest
 from chatsft.errors import UserError
 from chatsft.modeling import load_model
 from chatsft.params import GenerationParams
@@ -89,21 +90,17 @@ def context_size(model: PreTrainedModel, max_context: int | None = None) -> int 
 def fit_prompt(
     encoder: ChatEncoder, messages: list[dict], budget: int | None, tools: list | None = None
 ) -> tuple[list[int], int]:
-    """Prompt ids within `budget` tokens, dropping the oldest exchanges (the system prompt and
-    the tools are kept); returns the ids and the number of messages dropped."""
-    system = 1 if messages and messages[0]["role"] == "system" else 0
-    body = messages[system:]
-    dropped = 0
-    while True:
-        ids = encoder.encode_prompt(messages[:system] + body, tools)
-        if budget is None or len(ids) <= budget:
-            return ids, dropped
-        # Drop through the next user turn, so tool calls go with the exchange they belong to.
-        nxt = next((i for i, m in enumerate(body) if i > 0 and m["role"] == "user"), None)
-        if nxt is None:
-            raise PromptTooLong(len(ids), budget)
-        body = body[nxt:]
-        dropped += nxt
+    """Prompt ids within `budget` tokens, dropping the oldest exchanges (`drop_oldest`; the
+    system prompt and the tools are kept); returns the ids and the number of messages
+    dropped."""
+    ids = encoder.encode_prompt(messages, tools)
+    if budget is None or len(ids) <= budget:
+        return ids, 0
+    best, dropped = drop_oldest(messages, lambda msgs: encoder.encode_prompt(msgs, tools),
+                                lambda shorter: len(shorter) > budget)
+    if dropped is None:
+        raise PromptTooLong(len(ids if best is None else best), budget)
+    return best, dropped
 
 
 def decode_reply(tokenizer: PreTrainedTokenizerBase, tokens: list[int], stops: set[int]) -> Reply:

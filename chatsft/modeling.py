@@ -44,11 +44,11 @@ from transformers import (
     Qwen2Config,
     Qwen2ForCausalLM,
 )
-from transformers.utils.chat_template_utils import _compile_jinja_template
 
 from chatsft import builtin_templates
 from chatsft.attention import NAME as VARLEN_SDPA
 from chatsft.attention import supports_varlen_sdpa
+from chatsft.chat_template.render import compile_template
 from chatsft.errors import UserError
 from chatsft.io import atomic_path, read_jsonl, write_json
 from chatsft.params import ModelParams, ScratchModel
@@ -170,7 +170,7 @@ def tokenizer_texts(records: Iterable[dict]) -> Iterator[str]:
     """What the scratch tokenizer learns from: the text of every message and, for records
     that use tools, their whole rendering between control tokens (the tools prompt, tool
     definitions, call JSON, results), which the model reads and writes as much as content."""
-    template = _compile_jinja_template(CHATML_TEMPLATE)
+    template = compile_template(CHATML_TEMPLATE)
     control = re.compile("|".join(map(re.escape, CHATML_SPECIALS + TOOL_TOKENS)))
     for rec in records:
         messages, tools = rec["messages"], rec.get("tools")

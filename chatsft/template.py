@@ -41,16 +41,17 @@ from typing import Any
 import jinja2
 from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerBase
-from transformers.utils.chat_template_utils import (
-    _alias_reasoning_fields,
-    _compile_jinja_template,
-    _get_control_token_patterns,
-    _get_template_variables,
-    encode_marked_chat,
-    mark_control_tokens,
-)
+from transformers.utils.chat_template_utils import encode_marked_chat, mark_control_tokens
 
 from chatsft.batching.packing import IGNORE
+from chatsft.chat_template.render import (
+    alias_reasoning_fields,
+    compile_template,
+    control_pattern,
+    control_tokens,
+    template_variables,
+)
+from chatsft.chat_template.truncate import drop_oldest
 from chatsft.errors import UserError
 from chatsft.reasoning import FIELDS as REASONING_FIELDS
 from chatsft.reasoning import inline, reasoning_of
@@ -209,14 +210,14 @@ class ChatEncoder:
         source = self.tok.get_chat_template(None, tools or None)
         info = self._templates.get(source)
         if info is None:
-            control = self.tok._get_control_tokens(source)  # what sanitize_control_tokens uses
+            control = control_tokens(self.tok, source)
             info = self._templates[source] = _Template(
-                compiled=(compiled := _compile_jinja_template(source)),
+                compiled=(compiled := compile_template(source)),
                 variables={**compiled.globals, **self.special_tokens,
                            **render_variables(self.template_kwargs, self.template_date)},
-                control_re=_get_control_token_patterns(tuple(control))[0],
+                control_re=control_pattern(control),
                 control_ids=frozenset(self.tok.convert_tokens_to_ids(list(control))),
-                supports_tools="tools" in _get_template_variables(source)
+                supports_tools="tools" in template_variables(source)
                 and "tool_calls" in source,
                 supports_reasoning=any(f in source for f in REASONING_FIELDS),
             )
@@ -238,7 +239,7 @@ class ChatEncoder:
         templates use, or inline in the content for a template that does not render it."""
         msgs = [{k: v for k, v in m.items() if v is not None} for m in messages]
         if info.supports_reasoning:
-            return _alias_reasoning_fields(msgs)
+            return alias_reasoning_fields(msgs)
         out = []
         for m in msgs:
             reasoning = reasoning_of(m)
@@ -381,33 +382,18 @@ class ChatEncoder:
 
     def _truncated(self, messages: list[dict], tools: list | None, fast: bool,
                    whole: list[Encoded]) -> Result:
-        """Drop the oldest exchanges (a user turn and all up to the next one; the system prompt
-        stays) until every sample fits: the fewest cuts, found by bisection."""
-        system = 1 if messages and messages[0]["role"] == "system" else 0
-        head, body = messages[:system], messages[system:]
-        last = max(i for i, m in enumerate(body) if m["role"] == "assistant")
-        cuts = [i for i, m in enumerate(body) if 0 < i < last and m["role"] == "user"]
-
-        def attempt(c: int) -> Result:
-            return self._encode_items([(head + body[cuts[c]:], tools)], fast)[0]
-
-        lo, hi = -1, len(cuts) - 1  # lo: known too long (no cut); hi: the candidate that fits
-        best = attempt(hi) if cuts else None
-        if best is None or self._too_long(best):
+        """Drop the oldest exchanges until every sample fits (`drop_oldest`)."""
+        best, dropped = drop_oldest(
+            messages, lambda msgs: self._encode_items([(msgs, tools)], fast)[0],
+            self._too_long, keep_reply=True)
+        if dropped is None:
             shortest = whole if best is None else best
             return TooLong(f"even with only the last exchange the conversation does not fit in "
                            f"max_length {self.max_length} tokens",
                            max(len(e.input_ids) for e in shortest))
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            res = attempt(mid)
-            if self._too_long(res):
-                lo = mid
-            else:
-                hi, best = mid, res
         if not isinstance(best, Exception):
             for e in best:
-                e.dropped_turns = cuts[hi]
+                e.dropped_turns = dropped
         return best
 
     def _encode_items(self, items: list[tuple[list[dict], list | None]], fast: bool

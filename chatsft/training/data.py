@@ -11,6 +11,7 @@ from datasets import Dataset, DatasetDict, load_from_disk
 from chatsft.attention import VARLEN_KERNELS
 from chatsft.batching.collate import Collator
 from chatsft.batching.packing import layout_stats, pack_rows
+from chatsft.chat_template.render import attention_implementation
 from chatsft.errors import UserError
 from chatsft.params import TokenizeParams, TrainParams
 
@@ -80,4 +81,4 @@ class BatchCollator(Collator):
 
 def collator_for(model, pad_id: int) -> BatchCollator:
     """The batch collator, with sample offsets when the model's attention kernel reads them."""
-    return BatchCollator(pad_id, varlen_kwargs=model.config._attn_implementation in VARLEN_KERNELS)
+    return BatchCollator(pad_id, varlen_kwargs=attention_implementation(model) in VARLEN_KERNELS)
