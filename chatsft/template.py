@@ -35,7 +35,6 @@ from __future__ import annotations
 import bisect
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import jinja2
@@ -44,6 +43,24 @@ from transformers import PreTrainedTokenizerBase
 from transformers.utils.chat_template_utils import encode_marked_chat, mark_control_tokens
 
 from chatsft.batching.packing import IGNORE
+from chatsft.chat_template.parts import (
+    PROBE_TOOLS,
+    Encoded,
+    NoAssistantTurn,
+    ParityError,
+    Result,
+    Skipped,
+    TemplateFailure,
+    TemplateInfo,
+    TooLong,
+    Turn,
+    UnencodableText,
+    Unit,
+    UnsupportedRole,
+    first_difference,
+    has_control,
+    uses_tools,
+)
 from chatsft.chat_template.render import (
     alias_reasoning_fields,
     compile_template,
@@ -52,7 +69,6 @@ from chatsft.chat_template.render import (
     template_variables,
 )
 from chatsft.chat_template.truncate import drop_oldest
-from chatsft.errors import UserError
 from chatsft.reasoning import FIELDS as REASONING_FIELDS
 from chatsft.reasoning import inline, reasoning_of
 from chatsft.template_kwargs import render_variables, saved_kwargs
@@ -63,108 +79,6 @@ from chatsft.template_kwargs import render_variables, saved_kwargs
 _ANSWER_SENTINEL = "\U000f7777"
 # `template_date`'s default, "what the tokenizer was saved with": None already means the clock.
 SAVED: Any = object()
-
-
-class ParityError(UserError, ValueError):
-    """Training tokens would differ from what inference feeds the model."""
-
-
-class Skipped(UserError, ValueError):
-    """A conversation the tokenize stage quarantines; `reason` is a stable name."""
-
-    reason = "skipped"
-
-
-class TooLong(Skipped):
-    reason = "too long"
-
-    def __init__(self, message: str, needed: int | None = None) -> None:
-        super().__init__(message)
-        self.needed = needed  # tokens of its shortest form (system prompt and last exchange)
-
-
-class UnsupportedRole(Skipped):
-    reason = "unsupported role"
-
-
-class TemplateFailure(Skipped):
-    reason = "template error"
-
-
-class NoAssistantTurn(Skipped):
-    reason = "no assistant turn"
-
-
-class UnencodableText(Skipped):
-    reason = "control token in text"
-
-
-@dataclass
-class Encoded:
-    input_ids: list[int]
-    labels: list[int]
-    dropped_turns: int = 0  # messages removed by turn-respecting truncation
-
-
-@dataclass
-class _Turn:
-    message: int  # index of the assistant message
-    prompt_end: int  # len(P_k) in the unit's text
-    turn_end: int  # len(F_k)
-    train: bool
-    loss_from: int = 0  # no loss before this offset (a masked think block)
-
-
-@dataclass
-class _Unit:
-    """One sample's text and its assistant turns."""
-
-    text: str
-    turns: list[_Turn]
-    marked: bool
-
-
-Result = list[Encoded] | Exception  # the samples of one record, or why it has none
-
-
-_PROBE_TOOLS = [{"type": "function", "function": {
-    "name": "f", "description": "f", "parameters": {
-        "type": "object", "properties": {"x": {"type": "integer"}}}}}]
-
-
-def first_difference(a: Sequence[int], b: Sequence[int]) -> int:
-    for i, (x, y) in enumerate(zip(a, b, strict=False)):
-        if x != y:
-            return i
-    return min(len(a), len(b))
-
-
-@dataclass(frozen=True)
-class _Template:
-    compiled: Any
-    variables: dict  # the template's globals, flat (jinja rebuilds them per render otherwise)
-    control_re: Any  # matches any control token string
-    control_ids: frozenset[int]
-    supports_tools: bool
-    supports_reasoning: bool  # the template renders reasoning_content itself
-
-
-def _has_control(obj: Any, control_re: Any) -> bool:
-    """Whether any string in messages/tools (nested dicts and lists) holds a control token."""
-    strings, stack = [], [obj]
-    while stack:
-        item = stack.pop()
-        if type(item) is str:
-            strings.append(item)
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
-    return control_re.search("\0".join(strings)) is not None
-
-
-def _uses_tools(messages: list[dict], tools: list | None) -> bool:
-    return bool(tools) or any(m.get("tool_calls") or m["role"] == "tool" for m in messages)
 
 
 class ChatEncoder:
@@ -192,7 +106,7 @@ class ChatEncoder:
         self.template_kwargs = dict(saved if template_kwargs is None else template_kwargs)
         self.template_date = saved_date if template_date is SAVED else template_date
         self.train_reasoning, self.mask_empty_think = train_reasoning, mask_empty_think
-        self._templates: dict[str, _Template] = {}
+        self._templates: dict[str, TemplateInfo] = {}
         default = self._info(None)
         self.control_re, self.control_ids = default.control_re, default.control_ids
         self.added_ids = frozenset(tokenizer.added_tokens_decoder)
@@ -206,12 +120,12 @@ class ChatEncoder:
             self.backend.encode_special_tokens = False
         self._pieces: dict[str, list[int]] = {}
 
-    def _info(self, tools: list | None) -> _Template:
+    def _info(self, tools: list | None) -> TemplateInfo:
         source = self.tok.get_chat_template(None, tools or None)
         info = self._templates.get(source)
         if info is None:
             control = control_tokens(self.tok, source)
-            info = self._templates[source] = _Template(
+            info = self._templates[source] = TemplateInfo(
                 compiled=(compiled := compile_template(source)),
                 variables={**compiled.globals, **self.special_tokens,
                            **render_variables(self.template_kwargs, self.template_date)},
@@ -234,7 +148,7 @@ class ChatEncoder:
                             tools)
 
     @staticmethod
-    def _template_messages(info: _Template, messages: list[dict]) -> list[dict]:
+    def _template_messages(info: TemplateInfo, messages: list[dict]) -> list[dict]:
         """Messages as the template reads them: no null fields, reasoning under every name
         templates use, or inline in the content for a template that does not render it."""
         msgs = [{k: v for k, v in m.items() if v is not None} for m in messages]
@@ -249,7 +163,7 @@ class ChatEncoder:
             out.append(m)
         return out
 
-    def _render(self, info: _Template, msgs: list[dict], gen: bool, tools: list | None) -> str:
+    def _render(self, info: TemplateInfo, msgs: list[dict], gen: bool, tools: list | None) -> str:
         # Template.render(**variables), minus a per-call merge of the globals (a third of the
         # time); the output is the same (tested against apply_chat_template).
         context = info.compiled.new_context({**info.variables, "messages": msgs, "tools": tools,
@@ -271,19 +185,19 @@ class ChatEncoder:
         """Tokens fed to the model to generate the next assistant turn (inference); equal to
         `apply_chat_template(..., add_generation_prompt=True, sanitize_control_tokens=True)`."""
         info = self._info(tools)
-        marked = _has_control(messages, info.control_re) or _has_control(tools, info.control_re)
+        marked = has_control(messages, info.control_re) or has_control(tools, info.control_re)
         if marked:
             messages = mark_control_tokens(messages, info.control_re)
             tools = mark_control_tokens(tools, info.control_re)
         return self._encode_text(self.render(messages, True, tools), marked)
 
-    def _plan(self, messages: list[dict], tools: list | None) -> list[_Unit]:
+    def _plan(self, messages: list[dict], tools: list | None) -> list[Unit]:
         """The texts to encode for one conversation and where each assistant turn lies."""
         info = self._info(tools)
-        if _uses_tools(messages, tools) and not info.supports_tools:
+        if uses_tools(messages, tools) and not info.supports_tools:
             raise UnsupportedRole("the record uses tools and the chat template does not "
                                   "render tools and tool_calls")
-        marked = _has_control(messages, info.control_re) or _has_control(tools, info.control_re)
+        marked = has_control(messages, info.control_re) or has_control(tools, info.control_re)
         if marked:
             messages = mark_control_tokens(messages, info.control_re)
             tools = mark_control_tokens(tools, info.control_re)
@@ -308,13 +222,13 @@ class ChatEncoder:
         except jinja2.TemplateError as err:
             raise TemplateFailure(f"the chat template failed: {err}") from None
         if all(full.startswith(through) for _, _, through, _ in spans):
-            turns = [_Turn(i, len(p), len(t), i in trained, f) for i, p, t, f in spans]
-            return [_Unit(full, turns, marked)]
+            turns = [Turn(i, len(p), len(t), i in trained, f) for i, p, t, f in spans]
+            return [Unit(full, turns, marked)]
         # The template rewrites earlier turns: one sample per trained turn.
-        return [_Unit(t, [_Turn(i, len(p), len(t), True, f)], marked)
+        return [Unit(t, [Turn(i, len(p), len(t), True, f)], marked)
                 for i, p, t, f in spans if i in trained]
 
-    def _think_end(self, info: _Template, messages: list[dict], i: int, tools: list | None,
+    def _think_end(self, info: TemplateInfo, messages: list[dict], i: int, tools: list | None,
                    through: str) -> int:
         """Where turn i's think block ends in `through` (0: no loss is masked there).
 
@@ -332,7 +246,7 @@ class ChatEncoder:
 
     def supports_tools(self, tools: list | None = None) -> bool:
         """Whether the template (for these tools) renders tool definitions and calls."""
-        return self._info(tools or _PROBE_TOOLS).supports_tools
+        return self._info(tools or PROBE_TOOLS).supports_tools
 
     def end_of_turn_ids(self) -> set[int]:
         """The control token(s) that close an assistant reply: the last supervised control
@@ -345,7 +259,7 @@ class ChatEncoder:
             call = {"type": "function", "function": {"name": "f", "arguments": {"x": 1}}}
             exchanges.append(([{"role": "user", "content": "hi"},
                                {"role": "assistant", "content": "", "tool_calls": [call]}],
-                              _PROBE_TOOLS))
+                              PROBE_TOOLS))
         ends = set()
         for res in self._encode_items(exchanges, fast=False):
             for enc in res if not isinstance(res, Exception) else []:
@@ -398,7 +312,7 @@ class ChatEncoder:
 
     def _encode_items(self, items: list[tuple[list[dict], list | None]], fast: bool
                       ) -> list[Result]:
-        plans: list[list[_Unit] | Exception] = []
+        plans: list[list[Unit] | Exception] = []
         for messages, tools in items:
             try:
                 plans.append(self._plan(messages, tools))
@@ -421,7 +335,7 @@ class ChatEncoder:
                 results.append(err)
         return results
 
-    def _with_pieces(self, units: list[_Unit], encodings: list[Any]) -> list[tuple]:
+    def _with_pieces(self, units: list[Unit], encodings: list[Any]) -> list[tuple]:
         """Per unit: (encoding, token starts, per turn (index of the prompt's last added token,
         the prompt's text from that token on)); every such text encoded, in one batch."""
         out = []
@@ -445,7 +359,7 @@ class ChatEncoder:
             self._pieces.update((text, e.ids) for text, e in zip(new, encoded, strict=True))
         return out
 
-    def _encode_fast(self, unit: _Unit, enc: Any, starts: list[int], pieces: list[tuple]
+    def _encode_fast(self, unit: Unit, enc: Any, starts: list[int], pieces: list[tuple]
                      ) -> Encoded:
         ids = enc.ids
         labels = [IGNORE] * len(ids)
@@ -471,7 +385,7 @@ class ChatEncoder:
                 return k + 1
         return stop
 
-    def _encode_exact(self, unit: _Unit) -> Encoded:
+    def _encode_exact(self, unit: Unit) -> Encoded:
         """Reference path: every prefix encoded in full (marked text, slow tokenizers)."""
         ids = self._encode_text(unit.text, unit.marked)
         labels = [IGNORE] * len(ids)

@@ -18,10 +18,11 @@ from datasets.table import InMemoryTable
 from transformers import PreTrainedTokenizerBase
 
 from chatsft.batching.packing import IGNORE, pack_stats
+from chatsft.chat_template.parts import ParityError, TooLong
 from chatsft.config import SPLITS
 from chatsft.io import atomic_path, read_jsonl, write_jsonl
 from chatsft.params import TokenizeParams
-from chatsft.template import ChatEncoder, ParityError, TooLong
+from chatsft.template import ChatEncoder
 from chatsft.template_kwargs import USED_FILE, write_used
 
 FEATURES = Features(

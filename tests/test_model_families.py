@@ -14,8 +14,9 @@ import pytest
 from transformers import AutoTokenizer
 
 import chatsft.template_kwargs
+from chatsft.chat_template.parts import UnsupportedRole
 from chatsft.modeling import ModelLoadError, apply_chat_template_choice
-from chatsft.template import ChatEncoder, UnsupportedRole
+from chatsft.template import ChatEncoder
 from tests.families import (
     FAMILIES,
     IGNORE,

@@ -10,10 +10,11 @@ import re
 import pytest
 import yaml
 
+from chatsft.chat_template.parts import ParityError
 from chatsft.data.clean import clean_records
 from chatsft.mask_audit import audit_html
 from chatsft.params import DataParams, Params
-from chatsft.template import ChatEncoder, ParityError
+from chatsft.template import ChatEncoder
 from chatsft.tokenize_data import encode_all, to_dataset, tokenize_split
 from tests.chat_templates import llama3_tokenizer, qwen25_tokenizer
 from tests.conftest import REAL_DATA
