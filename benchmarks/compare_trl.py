@@ -65,7 +65,11 @@ METRICS = {  # key: table label
 def setup(sources: list[Path], workdir: Path, max_length: int) -> dict:
     from chatsft.data.clean import clean_records
     from chatsft.io import write_json, write_jsonl
-    from chatsft.modeling import CHATML_GENERATION_TEMPLATE, build_scratch_model, train_tokenizer
+    from chatsft.model.scratch import (
+        CHATML_GENERATION_TEMPLATE,
+        build_scratch_model,
+        train_tokenizer,
+    )
     from chatsft.params import DataParams, ScratchModel, Source
     from chatsft.template import ChatEncoder
 

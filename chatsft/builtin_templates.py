@@ -5,7 +5,7 @@
 - `llama3`: Llama-3.1-Instruct's template (tokenizer_config.json of
   meta-llama/Llama-3.1-8B-Instruct): a system turn with "Cutting Knowledge Date" and
   `date_string`, JSON tool calls, `<|eom_id|>` after built-in tool calls.
-- `chatml`: chatsft's own ChatML (`chatsft.modeling.CHATML_TEMPLATE`), the scratch model's.
+- `chatml`: chatsft's own ChatML (`chatsft.model.scratch.CHATML_TEMPLATE`), the scratch model's.
 
 A template's special tokens are the `<|...|>` strings it writes; `needed_tokens` lists those a
 tokenizer lacks, which `chatsft.modeling` then adds (and the model's embeddings grow to fit).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from chatsft.modeling import build_scratch_model
+from chatsft.model.scratch import build_scratch_model
 from chatsft.params import ScratchModel
 
 

@@ -30,7 +30,7 @@ from tokenizers.processors import TemplateProcessing
 from transformers import PreTrainedTokenizerFast
 
 from chatsft.builtin_templates import QWEN25_TEMPLATE
-from chatsft.modeling import CHATML_GENERATION_TEMPLATE, train_tokenizer
+from chatsft.model.scratch import CHATML_GENERATION_TEMPLATE, train_tokenizer
 
 # Meta-Llama-3-8B-Instruct's template, verbatim.
 LLAMA3_TEMPLATE = (

@@ -27,7 +27,7 @@ def demo_records() -> list[dict]:
 @pytest.fixture(scope="session")
 def chatml_tokenizer(demo_records):
     """A byte-level BPE tokenizer with Qwen2.5's ChatML specials and template."""
-    from chatsft.modeling import train_tokenizer
+    from chatsft.model.scratch import train_tokenizer
 
     texts = (m["content"] for r in demo_records for m in r["messages"])
     return train_tokenizer(texts, vocab_size=600)
@@ -46,7 +46,7 @@ def tiny_sizes():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, chatml_tokenizer, tiny_sizes) -> Path:
     """A saved tiny Qwen2 model + tokenizer directory (like models/base for scratch)."""
-    from chatsft.modeling import build_scratch_model
+    from chatsft.model.scratch import build_scratch_model
 
     out = tmp_path_factory.mktemp("tiny_model")
     model = build_scratch_model(chatml_tokenizer, tiny_sizes)

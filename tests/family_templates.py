@@ -21,14 +21,14 @@ the mask, never the text.
 - `LLAMA32_DATE_TEMPLATE`: no reference, the part of Llama-3.2-Instruct's template
   (meta-llama/Llama-3.2-1B-Instruct `tokenizer_config.json`) that writes today's date with
   `strftime_now` (its system turn, tools left out), for the template-date test.
-- `CHATML_MARKED`: chatsft's own ChatML (`chatsft.modeling.CHATML_TEMPLATE`, Qwen2.5's layout
+- `CHATML_MARKED`: chatsft's own ChatML (`chatsft.model.scratch.CHATML_TEMPLATE`, Qwen2.5's layout
   and tool sections without the default system prompt), the `chatml` choice of
-  `model.chat_template`: `chatsft.modeling.CHATML_GENERATION_TEMPLATE`.
+  `model.chat_template`: `chatsft.model.scratch.CHATML_GENERATION_TEMPLATE`.
 """
 
 from __future__ import annotations
 
-from chatsft.modeling import CHATML_GENERATION_TEMPLATE
+from chatsft.model.scratch import CHATML_GENERATION_TEMPLATE
 
 # ruff: noqa: E501  (the templates are verbatim)
 

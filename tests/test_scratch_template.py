@@ -11,7 +11,7 @@ import pytest
 from transformers.utils.chat_template_utils import _compile_jinja_template
 
 from chatsft.data.demo_tools import tool_conversations
-from chatsft.modeling import (
+from chatsft.model.scratch import (
     CHATML_GENERATION_TEMPLATE,
     CHATML_TEMPLATE,
     TOOL_TOKENS,

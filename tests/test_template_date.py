@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chatsft.modeling import CHATML_TEMPLATE
+from chatsft.model.scratch import CHATML_TEMPLATE
 from tests.pipeline_clone import BIN, SMALL, clone_repo, set_params
 
 pytestmark = pytest.mark.slow

@@ -94,7 +94,8 @@ def test_lora_trains_the_rows_of_tokens_the_chat_template_added(tmp_path, chatml
     at the mean of the others and train under LoRA too (they would stay frozen otherwise)."""
     import copy
 
-    from chatsft.modeling import apply_chat_template_choice, build_scratch_model
+    from chatsft.model.scratch import build_scratch_model
+    from chatsft.modeling import apply_chat_template_choice
     from chatsft.params import ScratchModel, TrainParams
     from chatsft.training.lora import prepare_model
 
