@@ -24,6 +24,6 @@ def run(params: Params, layout: Layout) -> dict:
     write_json(layout.clean_report, report)
     print(format_report(report, result.quarantine))
     if report["quarantined"]:
-        print(f"rejected records, verbatim with file, line and reason: "
-              f"{layout.split('quarantine')}")
+        print(f"clean: {report['quarantined']} of {report['read']} records quarantined, with "
+              f"reason: {layout.split('quarantine')}")
     return report

@@ -33,7 +33,8 @@ def run(params: Params, layout: Layout) -> dict:
               f"conversations, {s['tokens']} tokens, {s['supervised_fraction']:.1%} supervised, "
               f"{s['truncated']} truncated, quarantined {s['quarantined'] or 'none'}")
     if quarantine:
-        print(f"quarantined records, with reason: {layout.tokenized / 'quarantine.jsonl'}")
+        print(f"tokenize: {len(quarantine)} conversations quarantined, with reason: "
+              f"{layout.tokenized / 'quarantine.jsonl'}")
     for warning in stats["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"mask audit: {layout.mask_audit}")
