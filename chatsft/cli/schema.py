@@ -36,28 +36,28 @@ def params_keys(model: type[BaseModel] = Params, prefix: str = "") -> Iterator[s
             yield prefix + name
 
 
-def is_key(key: str) -> bool:
-    """A key or a section of the schema (`train.lora.r`, `train.lora`)."""
-    model: type[BaseModel] = Params
+def _field(key: str) -> FieldInfo | None:
+    """The schema field of a dotted key or section (`train.lora.r`, `train.lora`), or None."""
+    model, field = Params, None
     for part in key.split("."):
         field = model.model_fields.get(part) if model else None
         if field is None:
-            return False
+            return None
         model = field.annotation if _is_section(field.annotation) else None
-    return True
+    return field
 
 
-def field_of(key: str, model: type[BaseModel] = Params) -> FieldInfo:
-    """The schema field of a dotted key; KeyError naming the key when there is none."""
-    *sections, leaf = key.split(".")
-    for part in sections:
-        field = model.model_fields.get(part)
-        if field is None or not _is_section(field.annotation):
-            raise KeyError(key)
-        model = field.annotation
-    if leaf not in model.model_fields or _is_section(model.model_fields[leaf].annotation):
+def is_key(key: str) -> bool:
+    """A key or a section of the schema."""
+    return _field(key) is not None
+
+
+def field_of(key: str) -> FieldInfo:
+    """The schema field of a dotted key (not a section); KeyError naming it when none."""
+    field = _field(key)
+    if field is None or _is_section(field.annotation):
         raise KeyError(key)
-    return model.model_fields[leaf]
+    return field
 
 
 def _argparse_kind(annotation: object) -> tuple[type, list | None, bool]:
