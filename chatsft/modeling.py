@@ -39,6 +39,7 @@ from chatsft.attention import NAME as VARLEN_SDPA
 from chatsft.attention import supports_varlen_sdpa
 from chatsft.errors import UserError
 from chatsft.io import atomic_path, read_jsonl, write_json
+from chatsft.logs import loading_bar_for
 from chatsft.model.scratch import (
     CHATML_TEMPLATE,
     build_scratch_model,
@@ -209,7 +210,8 @@ def load_model(base_dir: str | Path, dtype: str = "float32", device_map: str | N
         config = AutoConfig.from_pretrained(_config_source(source), **where) if (
             attn_implementation == "auto") else None
         kwargs["attn_implementation"] = attention_implementation(attn_implementation, config)
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        with loading_bar_for(source):
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"{source}: cannot load the model: {err}") from None
     if info.get("added_token_ids") and info.get("weights_from"):

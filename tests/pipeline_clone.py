@@ -82,9 +82,14 @@ def clone_repo(dst: Path, override: dict) -> Path:
     return dst
 
 
+# What the first `dvc repro` of each clone printed (stdout and stderr).
+REPRO_OUTPUT: dict[Path, str] = {}
+
+
 @pytest.fixture(scope="session")
 def pipeline_repo(tmp_path_factory) -> Path:
     """A clone of the working tree with the small params, reproduced."""
     dst = clone_repo(tmp_path_factory.mktemp("clone"), SMALL)
-    run(["dvc", "repro"], dst)
+    proc = run(["dvc", "repro"], dst)
+    REPRO_OUTPUT[dst] = proc.stdout + proc.stderr
     return dst

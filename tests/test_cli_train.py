@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from chatsft.io import write_jsonl
 
@@ -32,7 +33,7 @@ def test_cli_train_runs_the_pipeline(tmp_path, data_file, capsys):
     model = AutoModelForCausalLM.from_pretrained(out / "model")
     tok = AutoTokenizer.from_pretrained(out / "model")
     assert model.config.vocab_size == len(tok) and tok.chat_template
-    assert list((out / "checkpoints").iterdir()) == []
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["README.txt"]
 
 
 def test_cli_train_rejects_bad_options_by_name(tmp_path, data_file, capsys):
@@ -58,3 +59,40 @@ def test_python_usage_with_a_preset(tmp_path, data_file):
     assert (tmp_path / "model" / "model.safetensors").is_file()
     saved = json.loads((tmp_path / "train.json").read_text())
     assert saved["steps"] == 2
+
+
+# What the libraries used to print at every run that a user can do nothing about.
+UNACTIONABLE = ("is_gradient_checkpointing", "FutureWarning", "Loading weights", "is empty")
+TINY = ("--set", "model.scratch={vocab_size: 400, hidden_size: 32, num_hidden_layers: 2, "
+        "num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 64}")
+
+
+def test_seed_command_line_trains_lora_and_predicts_with_quiet_logs(tmp_path, data_file):
+    """The seed's own spellings, in a directory without params.yaml (the shipped defaults), a
+    LoRA run and a prediction as real processes: nothing in their output that the user
+    cannot act on (peft's FutureWarning, weight-loading bars of a 2 MB model)."""
+    import sys
+
+    from tests.reliability.stage_runs import run_in
+
+    train = run_in(tmp_path, sys.executable, "-m", "chatsft.cli", "train", "--model_name",
+                   "scratch", "--data_path", str(data_file), "--output_dir", "run",
+                   "--num_epochs", "1", "--batch_size", "2", "--learning_rate", "0.003",
+                   "--max_steps", "2", "--method", "lora", "--set", "train.lora.r=4", *TINY)
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert "chatsft train: params from the shipped defaults" in train.stdout
+    saved = yaml.safe_load((tmp_path / "run" / "params.yaml").read_text())
+    assert (saved["train"]["method"], saved["train"]["lora"]["r"]) == ("lora", 4)
+    assert saved["model"]["scratch"]["hidden_size"] == 32
+    prompts = tmp_path / "prompts.jsonl"
+    write_jsonl(prompts, [{"messages": [{"role": "user", "content": "Hello?"}]}])
+    predict = run_in(tmp_path, sys.executable, "-m", "chatsft.cli", "predict", "--model_name",
+                     "run/model", "--data_path", str(prompts), "--output_path", "out.jsonl",
+                     "--max_new_tokens", "4")
+    assert predict.returncode == 0, predict.stderr[-3000:]
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 1
+    for proc in (train, predict):
+        output = proc.stdout + proc.stderr
+        assert not [m for m in UNACTIONABLE if m in output], output[-3000:]
+    # The progress of the long work stays: the trainer's logs and bar.
+    assert "{'loss': " in train.stdout and "2/2 [" in train.stderr

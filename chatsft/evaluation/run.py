@@ -5,8 +5,8 @@ from __future__ import annotations
 from datasets import DatasetDict
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from chatsft.evaluation.metrics import compute_text_metrics, per_sample_scores
 from chatsft.evaluation.perplexity import supervised_nll
-from chatsft.evaluation.text_metrics import compute_text_metrics, per_sample_scores
 from chatsft.evaluation.tool_calls import judge, score_tool_calls, tool_turns
 from chatsft.generation import PromptTooLong, context_size, fit_prompt, generate_replies
 from chatsft.params import EvaluateParams

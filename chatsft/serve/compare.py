@@ -99,7 +99,7 @@ def build_pairs(side_a: dict[str, tuple], side_b: dict[str, tuple],
 def add_scores(pairs: list[Pair]) -> None:
     """Sentence BLEU-4 and ROUGE-L of each side against the reference (the evaluate stage's
     per-sample metrics), for the pairs that have one."""
-    from chatsft.evaluation.text_metrics import per_sample_scores
+    from chatsft.evaluation.metrics import per_sample_scores
 
     scored = [p for p in pairs if p.reference]
     if not scored:

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch.distributed as dist
 from transformers import TrainerCallback
 
+from chatsft.io import write_text
 from chatsft.modeling import check_finite_files
 
 MARKER = "COMPLETE"
@@ -175,11 +176,20 @@ def remove_incomplete(root: Path) -> None:
             remove_checkpoint(path)
 
 
+# What a successful run leaves in the persisted directory: DVC warns "'models/checkpoints'
+# is empty" at every run about an empty output, which tells the user nothing to do.
+NOTE = "README.txt"
+NOTE_TEXT = ("Resumable checkpoints of the train stage while it runs. A successful run removes "
+             "them (train.keep_checkpoints: true keeps them).\n")
+
+
 def clear(root: Path) -> None:
-    """After a successful run: drop the checkpoints, keep the (empty) persisted directory."""
+    """After a successful run: drop the checkpoints, keep the persisted directory (with a
+    note saying what it is for)."""
     for _, path in checkpoint_dirs(root):
         remove_checkpoint(path)
     (root / RUN_FILE).unlink(missing_ok=True)
+    write_text(root / NOTE, NOTE_TEXT)
 
 
 def _barrier() -> None:

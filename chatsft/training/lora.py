@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from chatsft.errors import UserError
+from chatsft.logs import peft_deprecations_silenced
 from chatsft.modeling import ModelLoadError, base_info, load_model
 from chatsft.params import LoraParams, TrainParams
 
@@ -90,7 +91,8 @@ def apply_lora(model, lora: LoraParams, gradient_checkpointing: bool,
         trainable_token_indices=new_token_ids or None,
     )
     try:
-        peft_model = get_peft_model(model, config)
+        with peft_deprecations_silenced():
+            peft_model = get_peft_model(model, config)
     except ValueError as err:  # e.g. a target module name that matches nothing
         raise LoraError(f"train.lora.target_modules={lora.target_modules!r}: {err}") from None
     if base is not None:
@@ -121,5 +123,6 @@ def merge_adapter(base_dir: str | Path, adapter_dir: Path, dtype: str, out_dir: 
     from peft import PeftModel
 
     base = load_model(base_dir, dtype, trust_remote_code=trust_remote_code)
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    with peft_deprecations_silenced():
+        merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(out_dir)

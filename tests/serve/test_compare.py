@@ -106,7 +106,7 @@ def test_exported_preferences_load_as_a_dpo_dataset(tmp_path):
 def test_a_model_side_answers_the_data_prompts(tmp_path, two_word_model):
     """--a a model directory: its replies are generated from --data's prompts."""
     from chatsft.cli import build_parser
-    from chatsft.serve.compare_cli import _side
+    from chatsft.cli.compare import _side
 
     path, answer = two_word_model
     data_file = tmp_path / "test.jsonl"

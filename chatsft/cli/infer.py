@@ -13,27 +13,21 @@ import sys
 
 from pydantic import ValidationError
 
+from chatsft.cli.schema import add_field_flag
 from chatsft.errors import UserError
-from chatsft.params import GenerationParams
+from chatsft.params import GenerationParams, ModelParams
 
 
-def add_generation_args(
-    parser: argparse.ArgumentParser, skip: tuple[str, ...] = (), **defaults: object
-) -> None:
-    """One flag per GenerationParams field; `defaults` override the schema's defaults."""
+def add_generation_args(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (),
+                        help_for: dict[str, str] | None = None, **defaults: object) -> None:
+    """One flag per GenerationParams field; `defaults` and `help_for` replace the schema's
+    defaults and help texts."""
     group = parser.add_argument_group("decoding")
     for name, field in GenerationParams.model_fields.items():
-        if name in skip:
-            continue
-        flag = "--" + name.replace("_", "-")
-        default = defaults.get(name, field.default)
-        if field.annotation is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
-                               help=field.description)
-        else:
-            group.add_argument(flag, type=field.annotation, default=default,
-                               help=f"{field.description} (default {default})"
-                               if default is not None else field.description)
+        if name not in skip:
+            add_field_flag(group, "--" + name.replace("_", "-"), field, dest=name,
+                           default=defaults.get(name, field.default),
+                           text=(help_for or {}).get(name))
 
 
 def generation_params(args: argparse.Namespace) -> GenerationParams:
@@ -49,14 +43,15 @@ def generation_params(args: argparse.Namespace) -> GenerationParams:
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model-path", required=True, help="a model directory, e.g. models/sft")
+    # --model-name: the seed's spelling of the model to use.
+    parser.add_argument("--model-path", "--model-name", required=True, dest="model_path",
+                        help="a model directory, e.g. models/sft")
     add_loading_args(parser)
 
 
 def add_loading_args(parser: argparse.ArgumentParser) -> None:
-    """--dtype, --device-map and --max-context."""
-    parser.add_argument("--dtype", default="float32",
-                        choices=["auto", "float32", "bfloat16", "float16"])
+    """--dtype, --device-map, --max-context and --trust-remote-code."""
+    add_field_flag(parser, "--dtype", ModelParams.model_fields["dtype"], dest="dtype")
     parser.add_argument("--device-map", default=None,
                         help="transformers device_map, e.g. 'auto' (default: one GPU if any)")
     parser.add_argument("--max-context", type=int, default=None,
@@ -125,11 +120,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     chat = sub.add_parser("chat", help="talk to a model in the terminal (streamed replies)")
     add_model_args(chat)
     chat.add_argument("--system-prompt", default=None)
-    add_generation_args(chat, skip=("batch_size",), max_new_tokens=None)
-    for action in chat._actions:
-        if action.dest == "max_new_tokens":
-            action.help = "Longest reply (default 512, at most half the context window)."
-    chat.set_defaults(func=_chat)
+    add_generation_args(chat, skip=("batch_size",), max_new_tokens=None, help_for={
+        "max_new_tokens": "Longest reply (default 512, at most half the context window)."})
+    chat.set_defaults(func=_chat, parser=chat)
 
     predict = sub.add_parser("predict", help="reply to every prompt of a file, in batches")
     add_model_args(predict)
@@ -142,4 +135,4 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     predict.add_argument("--strict", action="store_true",
                          help="exit with status 1 when any prompt got an error line")
     add_generation_args(predict)
-    predict.set_defaults(func=_predict)
+    predict.set_defaults(func=_predict, parser=predict)

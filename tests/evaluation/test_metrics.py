@@ -1,4 +1,4 @@
-"""Tests for chatsft.evaluation.text_metrics against independently computed values.
+"""Tests for chatsft.evaluation.metrics (the registry) against independently computed values.
 
 Expected numbers come from hand counts (n-gram matches written out in comments) or from
 sacrebleu / nltk / rouge_score called directly, never from the code under test.
@@ -17,7 +17,7 @@ from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 from rouge_score import rouge_scorer
 from sacrebleu.metrics.bleu import BLEU
 
-from chatsft.evaluation import text_metrics as tm
+from chatsft.evaluation import metrics as tm
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,7 +54,7 @@ def no_network(event, args):
 
 sys.addaudithook(no_network)
 import evaluate
-from chatsft.evaluation import text_metrics as tm
+from chatsft.evaluation import metrics as tm
 
 result = tm.compute_text_metrics(["我喜欢吃苹果", "the cat sat on the mat"],
                                  ["我喜欢吃香蕉", "the cat sat on a mat"])
@@ -254,6 +254,78 @@ def test_loading_in_a_fresh_process_needs_no_network(no_network_subprocesses, mo
     assert report["metrics"] == pytest.approx(expected)
     direct = report["direct"]  # identical strings: every score is 100
     assert set(direct) == {"chatsft_bleu", "chatsft_rouge"}
-    assert direct["chatsft_bleu"]["bleu"] == pytest.approx(100.0)
+    assert direct["chatsft_bleu"] == pytest.approx({"bleu4": 100.0})
     assert {k: direct["chatsft_rouge"][k] for k in ("rouge1", "rouge2", "rougeL")} == \
         pytest.approx(dict.fromkeys(("rouge1", "rouge2", "rougeL"), 100.0))
+
+
+# The BLEU docstring's claim: the tokenizer of a pair follows its reference alone, so a corpus
+# whose references all have Han or kana scores as sacrebleu's "zh", one whose references have
+# none as "13a" -- whatever the predictions hold, full-width punctuation included.
+ENGLISH = (["Hello，world！ The cat sat.", "我 think so", "Yes, it is（mostly）."],
+           ["Hello, world! The cat sat on the mat.", "I think so，too.", "Yes, it is (mostly)."])
+CHINESE = (["今天天气很好。", "I like 苹果！", "好的，我马上去。"],
+           ["今天天气不错！", "我喜欢吃苹果。", "好的，我现在就去。"])
+
+
+@pytest.mark.parametrize(("corpus", "tokenize"), [(ENGLISH, "13a"), (CHINESE, "zh")],
+                         ids=["english-with-full-width-punctuation", "chinese"])
+def test_one_language_corpus_bleu_equals_sacrebleu(corpus, tokenize):
+    preds, refs = corpus
+    expected = sacrebleu.corpus_bleu(preds, [refs], tokenize=tokenize)
+    assert expected.score > 0
+    assert tm.compute_text_metrics(preds, refs)["bleu4"] == pytest.approx(expected.score)
+    for pred, ref in zip(preds, refs, strict=True):
+        assert tm.sample_scores(pred, ref)["bleu4"] == pytest.approx(
+            sacrebleu.sentence_bleu(pred, [ref], tokenize=tokenize).score)
+
+
+def test_full_width_punctuation_in_an_english_pair_keeps_13a():
+    # Deciding from either side would send these pairs to "zh" and split "Hello，world" apart.
+    pred, ref = "Hello，world！", "Hello，world! Bye."
+    assert tm.bleu_tokenizer(ref) == "13a"
+    expected = sacrebleu.corpus_bleu([pred], [[ref]], tokenize="13a").score
+    assert expected != pytest.approx(sacrebleu.corpus_bleu([pred], [[ref]], tokenize="zh").score)
+    assert tm.compute_text_metrics([pred], [ref])["bleu4"] == pytest.approx(expected)
+
+
+def test_styles_are_the_params_choices():
+    from typing import get_args
+
+    from chatsft.params import EvaluateParams
+
+    assert tm.STYLES == get_args(EvaluateParams.model_fields["bleu_style"].annotation)
+
+
+def test_a_new_metric_is_one_function_and_one_registry_line(monkeypatch):
+    def length_ratio(prediction: str, reference: str) -> float:
+        return 100.0 * len(prediction) / max(len(reference), 1)
+
+    monkeypatch.setitem(tm.METRICS["corpus"], "length_ratio", tm.Metric(length_ratio))
+    scores = tm.compute_text_metrics(["ab", "abcd"], ["abcd", "abcd"])
+    assert scores["length_ratio"] == pytest.approx(75.0)
+    assert set(scores) == {"bleu4", "rouge1", "rouge2", "rougeL", "exact_match", "length_ratio"}
+    rows = tm.per_sample_scores(["ab"], ["abcd"], names=["length_ratio"])
+    assert rows == [{"length_ratio": 50.0}]
+    with pytest.raises(ValueError, match="Unknown metric 'chrf'"):
+        tm.compute_text_metrics(["a"], ["a"], names=["chrf"])
+
+
+@pytest.mark.parametrize("style", tm.STYLES)
+def test_evaluate_modules_report_the_registry(style):
+    preds, refs = [EN_PRED, ZH_PRED, "Hello，world！"], [EN_REF, ZH_REF, "hello world"]
+    expected = tm.compute_text_metrics(preds, refs, style)
+    samples = tm.per_sample_scores(preds, refs, style, names=None)
+    for name, keys in (("chatsft_bleu", ["bleu4"]), ("chatsft_rouge", tm.ROUGE_TYPES)):
+        got = tm.load_metric(name).compute(predictions=preds, references=refs, style=style,
+                                           per_sample=True)
+        for key in keys:
+            assert got[key] == pytest.approx(expected[key]), (name, key)
+            assert got[f"{key}_per_sample"] == pytest.approx([s[key] for s in samples])
+
+
+def test_corpus_bleu_does_not_warn_about_tokenized_text(capfd, caplog):
+    # Our pre-tokenized text ends in " ." on every line: sacrebleu would warn each evaluation.
+    preds = [f"Answer number {i}." for i in range(120)]
+    tm.compute_text_metrics(preds, list(preds))
+    assert "detokenize" not in capfd.readouterr().err + caplog.text

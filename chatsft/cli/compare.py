@@ -18,7 +18,7 @@ def _side(path: str, data: list | None, args: argparse.Namespace) -> dict:
         return read_predictions(path)
     if data is None:
         raise UserError(f"{path} is a model directory: --data must give the prompts")
-    from chatsft.cli_infer import generation_params, load_model_and_tokenizer
+    from chatsft.cli.infer import generation_params, load_model_and_tokenizer
     from chatsft.generation import generate_replies
 
     model, tokenizer = load_model_and_tokenizer(path, args.dtype, args.device_map,
@@ -52,8 +52,8 @@ def _compare(args: argparse.Namespace) -> int:
     add_scores(pairs)
     log = VoteLog(args.votes, {"a": args.a, "b": args.b})
 
+    from chatsft.cli.serve import run_server
     from chatsft.serve.app import create_app
-    from chatsft.serve.cli import run_server
     from chatsft.serve.compare_web import CompareSession
 
     session = CompareSession(pairs, log)
@@ -63,9 +63,9 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_compare_command(sub: argparse._SubParsersAction) -> None:
-    from chatsft.cli_infer import add_generation_args, add_loading_args
-    from chatsft.serve.cli import add_server_args
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    from chatsft.cli.infer import add_generation_args, add_loading_args
+    from chatsft.cli.serve import add_server_args
 
     compare = sub.add_parser(
         "compare", help="blind A/B comparison of two models' replies in the browser; votes go "
@@ -86,4 +86,4 @@ def add_compare_command(sub: argparse._SubParsersAction) -> None:
     add_loading_args(compare)
     add_server_args(compare, 8001)
     add_generation_args(compare)
-    compare.set_defaults(func=_compare)
+    compare.set_defaults(func=_compare, parser=compare)

@@ -1,11 +1,14 @@
-"""The `chatsft` command line: data tools, training without DVC, prediction and chat."""
+"""`chatsft data sample` (the demo data set) and `chatsft data check` (what clean would reject)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
-from chatsft.errors import user_errors_exit
+from chatsft.cli.schema import add_field_flag
+from chatsft.params import Source
 
 
 def _data_sample(args: argparse.Namespace) -> int:
@@ -18,12 +21,9 @@ def _data_sample(args: argparse.Namespace) -> int:
 
 
 def _data_check(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
     from chatsft.data.clean import clean_records, quarantine_lines
     from chatsft.data.report import format_report
-    from chatsft.params import DataParams, Source, load_params
+    from chatsft.params import DataParams, load_params
 
     # The same rules as the clean stage: data.* from params.yaml when there is one.
     base = load_params(args.params).data if Path(args.params).is_file() else DataParams()
@@ -45,10 +45,7 @@ def _data_check(args: argparse.Namespace) -> int:
     return 1 if report["quarantined"] or result.errors else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chatsft", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_commands(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="demo data and data checks").add_subparsers(
         dest="data_command", required=True
     )
@@ -59,41 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--tool-calls", type=int, default=None,
                         help="tool-use conversations added after the n others (default: as in "
                         "the shipped data/demo.jsonl)")
-    sample.set_defaults(func=_data_sample)
+    sample.set_defaults(func=_data_sample, parser=sample)
     check = data.add_parser(
         "check", help="report what the clean stage would reject, without writing splits; "
         "exit status 1 when any record is rejected"
     )
     check.add_argument("files", nargs="+", help="files, globs or directories")
-    check.add_argument("--format", default="auto", choices=["auto", "chatml", "sharegpt",
-                                                             "alpaca"])
+    add_field_flag(check, "--format", Source.model_fields["format"], dest="format")
     check.add_argument("--params", default="params.yaml",
                        help="take the data.* rules from this file when it exists")
     check.add_argument("--examples", type=int, default=3, help="rejected records shown per "
                        "reason")
     check.add_argument("--json", action="store_true", help="print the metrics/clean.json report")
     check.add_argument("--quarantine", metavar="FILE", help="also write the rejected records")
-    check.set_defaults(func=_data_check)
-
-    from chatsft.cli_train import add_commands as add_train_commands
-
-    add_train_commands(sub)  # train, preset
-
-    from chatsft.cli_infer import add_commands as add_infer_commands
-
-    add_infer_commands(sub)  # chat, predict
-
-    from chatsft.serve.cli import add_commands as add_serve_commands
-
-    add_serve_commands(sub)  # serve, compare
-    return parser
-
-
-@user_errors_exit
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    check.set_defaults(func=_data_check, parser=check)

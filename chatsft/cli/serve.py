@@ -1,4 +1,4 @@
-"""`chatsft serve` and `chatsft compare` on the command line."""
+"""`chatsft serve`: an OpenAI-compatible HTTP server for one or more models."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def model_specs(values: list[str]) -> dict[str, str]:
 def load_served(args: argparse.Namespace):
     from transformers.utils.logging import disable_progress_bar
 
-    from chatsft.cli_infer import load_model_and_tokenizer
+    from chatsft.cli.infer import load_model_and_tokenizer
     from chatsft.serve.app import ServedModel
 
     disable_progress_bar()
@@ -82,11 +82,12 @@ def add_server_args(parser: argparse.ArgumentParser, port: int) -> None:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from chatsft.cli_infer import add_loading_args
+    from chatsft.cli.infer import add_loading_args
 
     serve = sub.add_parser("serve", help="an OpenAI-compatible HTTP server "
                            "(/v1/chat/completions, /v1/models, /health)")
-    serve.add_argument("--model-path", action="append", required=True, metavar="[NAME=]PATH",
+    serve.add_argument("--model-path", "--model-name", action="append", required=True,
+                       dest="model_path", metavar="[NAME=]PATH",
                        help="a model directory; repeat to serve several (the request's "
                        "`model` picks one; the name defaults to the directory's name)")
     serve.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY` on "
@@ -99,8 +100,4 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        help="how long a batch waits for more requests (default 10 ms)")
     serve.add_argument("--max-body-bytes", type=int, default=4 << 20,
                        help="larger request bodies get 413 (default 4 MiB)")
-    serve.set_defaults(func=_serve)
-
-    from chatsft.serve.compare_cli import add_compare_command
-
-    add_compare_command(sub)
+    serve.set_defaults(func=_serve, parser=serve)
