@@ -94,6 +94,20 @@ def _needs_gpu(s: parts.Setup, name: str, missing: bool = False) -> dict | None:
     return _skipped(name, "bitsandbytes not installed") if missing else None
 
 
+def describe(s: parts.Setup) -> str:
+    return torch.cuda.get_device_name() if s.cuda else "cpu (dry run)"
+
+
+def write(out: Path, s: parts.Setup, rows: list[dict]) -> None:
+    """Atomically: a killed run leaves the previous (or the partial) results, never half."""
+    result = {"device": describe(s), "dry_run": s.dry, "torch": torch.__version__,
+              "parts": rows}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    tmp.replace(out)
+
+
 def table(rows: list[dict]) -> str:
     keys = ["part", "tokens_per_s", "mfu", "peak_memory_gb", "final_loss", "estimate_gb",
             "ratio", "grad_rel_diff", "seconds", "status"]
@@ -144,14 +158,9 @@ def main(argv: list[str] | None = None) -> int:
             row["seconds"] = round(time.perf_counter() - start, 1)
             rows.append(row)
             print(f"gpu_check: {name}: {row['status']} ({row['seconds']} s)", flush=True)
-    device = torch.cuda.get_device_name() if s.cuda else "cpu (dry run)"
-    result = {"device": device, "dry_run": args.dry_run, "torch": torch.__version__,
-              "parts": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    tmp_out.replace(args.out)  # atomic: a killed run leaves the previous results
-    print(f"\n{device}\n{table(rows)}\nwritten: {args.out}")
+            # After every part: the 10-minute limit of gpu_check.sh keeps what was measured.
+            write(args.out, s, rows)
+    print(f"\n{describe(s)}\n{table(rows)}\nwritten: {args.out}")
     return 1 if any(r["status"].startswith("FAILED") for r in rows) else 0
 
 
