@@ -1,0 +1,53 @@
+"""FSDP (configs/accelerate/fsdp.yaml, FSDP2 full shard) in 2 CPU processes over gloo, in the
+verification mode CHATSFT_CPU_FSDP=1 (accelerate itself runs FSDP only on GPUs; see
+chatsft/training/sharding.py): the same losses as one process with the same global batch,
+FSDP's sharded checkpoint files, and a normal full safetensors model in models/sft."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from tests.training.test_distributed import _run_stage, _series
+
+
+@pytest.mark.ci
+def test_fsdp_two_processes_match_one_process(workspace, tmp_path, monkeypatch):
+    single = tmp_path / "single"
+    shutil.copytree(workspace, single)
+    _run_stage(single, per_device_batch_size=8, loss="model")
+    monkeypatch.setenv("CHATSFT_CPU_FSDP", "1")
+    out = _run_stage(workspace, per_device_batch_size=4, distributed="fsdp", num_processes=2,
+                     keep_checkpoints=True)
+    assert "configs/accelerate/fsdp.yaml --num_processes 2" in out
+    assert "find_unused_parameters" not in out  # no DDP reducer: the model is not DDP
+    # Losses within 1e-5 (fp32): FSDP reduce-scatters the gradients, summing the two
+    # processes' halves in another order than one process sums the batch; that moves the
+    # loss in the 7th digit (measured: at most 5e-7 over these 4 steps).
+    a, b = _series(single, "train/loss"), _series(workspace, "train/loss")
+    assert [s for s, _ in a] == [s for s, _ in b] == [1, 2, 3, 4]
+    for (step, x), (_, y) in zip(a + _series(single, "eval/loss"),
+                                 b + _series(workspace, "eval/loss"), strict=True):
+        assert abs(x - y) < 1e-5, f"step {step}: {x} vs {y}"
+    # accelerate's FSDP checkpoint: the sharded model and optimizer state, not Trainer's.
+    ckpt = workspace / "models" / "checkpoints" / "checkpoint-4"
+    assert (ckpt / "pytorch_model_fsdp.bin").is_file() and (ckpt / "optimizer.bin").is_file()
+    assert not (ckpt / "optimizer.pt").exists()
+    # models/sft: one full safetensors file, every weight of the base model at full shape,
+    # equal to the single-process model's.
+    base = load_file(workspace / "models" / "base" / "model.safetensors")
+    sft = load_file(workspace / "models" / "sft" / "model.safetensors")
+    ref = load_file(single / "models" / "sft" / "model.safetensors")
+    assert sft.keys() == base.keys() == ref.keys()
+    for key, tensor in sft.items():
+        assert type(tensor) is torch.Tensor and tensor.shape == base[key].shape
+        assert torch.allclose(tensor, ref[key], atol=1e-5), key
+    assert not any(p.name.startswith("pytorch_model_fsdp")
+                   for p in (workspace / "models" / "sft").iterdir())
+    summary = yaml.safe_load((workspace / "metrics" / "train.json").read_text())
+    assert summary["processes"] == 2 and os.environ["CHATSFT_CPU_FSDP"] == "1"
