@@ -1,19 +1,25 @@
 """FSDP (configs/accelerate/fsdp.yaml, FSDP2 full shard) in 2 CPU processes over gloo, in the
 verification mode CHATSFT_CPU_FSDP=1 (accelerate itself runs FSDP only on GPUs; see
 chatsft/training/sharding.py): the same losses as one process with the same global batch,
-FSDP's sharded checkpoint files, and a normal full safetensors model in models/sft."""
+FSDP's checkpoint files, and a normal full safetensors model in models/sft."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import time
 
 import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
 
+from chatsft.training import checkpoints
+from tests.pipeline_clone import BIN, run, set_params
 from tests.training.test_distributed import _run_stage, _series
+from tests.training.test_dvc_resume import _uninterrupted
 
 
 @pytest.mark.ci
@@ -34,7 +40,7 @@ def test_fsdp_two_processes_match_one_process(workspace, tmp_path, monkeypatch):
     for (step, x), (_, y) in zip(a + _series(single, "eval/loss"),
                                  b + _series(workspace, "eval/loss"), strict=True):
         assert abs(x - y) < 1e-5, f"step {step}: {x} vs {y}"
-    # accelerate's FSDP checkpoint: the sharded model and optimizer state, not Trainer's.
+    # accelerate's FSDP checkpoint (FULL_STATE_DICT, as fsdp.yaml sets), not Trainer's own.
     ckpt = workspace / "models" / "checkpoints" / "checkpoint-4"
     assert (ckpt / "pytorch_model_fsdp.bin").is_file() and (ckpt / "optimizer.bin").is_file()
     assert not (ckpt / "optimizer.pt").exists()
@@ -51,3 +57,42 @@ def test_fsdp_two_processes_match_one_process(workspace, tmp_path, monkeypatch):
                    for p in (workspace / "models" / "sft").iterdir())
     summary = yaml.safe_load((workspace / "metrics" / "train.json").read_text())
     assert summary["processes"] == 2 and os.environ["CHATSFT_CPU_FSDP"] == "1"
+
+
+@pytest.mark.ci
+def test_dvc_repro_resumes_a_killed_fsdp_run(pipeline_repo, tmp_path, monkeypatch):
+    """SIGKILL after FSDP's checkpoint-10; `dvc repro` resumes from it (accelerate loads
+    the FSDP model and optimizer state into the shards) and ends like an uninterrupted FSDP run."""
+    repo, ckpt = pipeline_repo, pipeline_repo / "models" / "checkpoints"
+    original = (repo / "params.yaml").read_text()
+    monkeypatch.setenv("CHATSFT_CPU_FSDP", "1")
+    try:
+        set_params(repo, {"train": {"max_steps": 30, "eval_steps": 5, "distributed": "fsdp",
+                                    "num_processes": 2}})
+        reference = _uninterrupted(repo, tmp_path)
+        env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", PYTHONPATH=str(repo))
+        proc = subprocess.Popen(["dvc", "repro", "train"], cwd=repo, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        deadline = time.time() + 300
+        while not checkpoints.is_complete(ckpt / "checkpoint-10"):
+            assert proc.poll() is None and time.time() < deadline, "no checkpoint-10"
+            time.sleep(0.05)
+        assert (ckpt / "checkpoint-10" / "pytorch_model_fsdp.bin").is_file()
+        os.killpg(proc.pid, signal.SIGKILL)  # dvc, the stage, accelerate and both ranks
+        proc.wait()
+        out = run(["dvc", "repro", "train"], repo).stdout
+        assert "train: resuming from models/checkpoints/checkpoint-" in out
+        summary = yaml.safe_load((repo / "metrics" / "train.json").read_text())
+        assert summary["steps"] == reference["steps"] == 30
+        assert summary["resumed_from_step"] >= 10 and summary["processes"] == 2
+        assert abs(summary["final_loss"] - reference["final_loss"]) < 1e-4
+        assert abs(summary["final_eval_loss"] - reference["final_eval_loss"]) < 1e-4
+        assert summary["supervised_tokens"] == reference["supervised_tokens"]
+        a = load_file(tmp_path / "models" / "sft" / "model.safetensors")
+        b = load_file(repo / "models" / "sft" / "model.safetensors")
+        assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    finally:
+        (repo / "params.yaml").write_text(original)
+        monkeypatch.delenv("CHATSFT_CPU_FSDP")
+        run(["dvc", "repro", "train"], repo)  # the original models/sft for the other tests
