@@ -154,7 +154,15 @@ def get(name: str) -> Preset:
 
 def estimate_memory(p: Preset) -> dict[str, float]:
     """Per-GPU peak memory in GB, by component (see the module docstring)."""
-    a = p.arch
+    parts = memory_parts(p, p.arch)
+    total = 1.1 * sum(parts.values()) + 1 * GB
+    return {k: round(v / GB, 1) for k, v in parts.items()} | {"total": round(total / GB, 1)}
+
+
+def memory_parts(p: Preset, a: Architecture) -> dict[str, float]:
+    """The memory model's components in bytes, before allocator overhead and CUDA context,
+    for the recipe `p` on the architecture `a` (benchmarks/preset_memory.py measures them on
+    scaled-down architectures)."""
     params, n = a.parameters(), p.gpus
     if p.method == "full":
         weights = {"none": 16 * params, "ddp": 16 * params, "zero2": 2 * params + 14 * params / n,
@@ -178,10 +186,8 @@ def estimate_memory(p: Preset) -> dict[str, float]:
         activations = per_layer * a.layers
     chunked = p.distributed not in ("fsdp", "zero3_offload")
     loss = 3 * 4 * min(2**25, tokens * a.vocab) if chunked else 10 * tokens * a.vocab
-    parts = {"weights_grads_optimizer": weights, "adapters": adapters,
-             "activations": activations, "loss": loss}
-    total = 1.1 * sum(parts.values()) + 1 * GB
-    return {k: round(v / GB, 1) for k, v in parts.items()} | {"total": round(total / GB, 1)}
+    return {"weights_grads_optimizer": weights, "adapters": adapters,
+            "activations": activations, "loss": loss}
 
 
 class DataSection(DataParams):

@@ -17,6 +17,7 @@ import torch
 
 from chatsft.errors import UserError
 from chatsft.params import TrainParams
+from chatsft.training.sharding import check_sharding_device
 
 CONFIG_DIR = Path("configs/accelerate")
 _REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "accelerate"
@@ -37,6 +38,7 @@ def in_launched_process() -> bool:
 def launch_command(params: TrainParams, argv: list[str]) -> list[str] | None:
     """The `accelerate launch` command that reruns `argv` (a `-m module ...` list), or None
     when this process should train itself."""
+    check_sharding_device(params.distributed)
     if params.distributed == "none" or in_launched_process():
         return None
     # One process per GPU; on CPU (gloo) only as many as asked for, which is for testing.

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
 
 from chatsft.loss import IGNORE, chunk_rows, chunked_causal_lm_loss
+from chatsft.training.sharding import drop_tied_copies
 
 
 class SFTTrainer(Trainer):
@@ -53,6 +54,9 @@ class SFTTrainer(Trainer):
         if len(missing) < len(load_result.missing_keys):
             self._base_model().tie_weights()
         super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
+
+    def _save(self, output_dir=None, state_dict=None):
+        super()._save(output_dir, drop_tied_copies(state_dict, self._base_model()))
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         # Counted on the device, read only when logging: no host sync per micro-batch.
