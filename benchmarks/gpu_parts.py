@@ -69,7 +69,7 @@ def build_base(s: Setup) -> Path:
     model = Qwen2ForCausalLM(Qwen2Config(**(TINY if s.dry else QWEN_05B)))
     model.save_pretrained(base)
     tokenizer.save_pretrained(base)
-    encoder = ChatEncoder(tokenizer, train_on="all", ignore_index=-100, max_length=s.max_length)
+    encoder = ChatEncoder(tokenizer, train_on="all", max_length=s.max_length)
     cut = len(records) * 9 // 10
     parts = {"train": records[:cut], "validation": records[cut:]}
     DatasetDict({name: to_dataset(tokenize_split(recs, encoder, name)[0])
