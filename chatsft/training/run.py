@@ -32,6 +32,8 @@ from chatsft.training.callbacks import (
 )
 from chatsft.training.data import collator_for, row_stats, rows_fingerprint, split_rows
 from chatsft.training.lora import ADAPTER_DIR, merge_adapter, prepare_model
+from chatsft.training.neftune import neftune
+from chatsft.training.trackers import tracker_arguments, tracker_files
 from chatsft.training.trainer import SFTTrainer
 
 
@@ -43,6 +45,7 @@ def run_training(
     out_dir: str | Path,
     checkpoint_dir: str | Path,
     live_dir: str | Path | None = None,
+    tracking_dir: str | Path = "logs",
 ) -> dict:
     """Train on `splits` from the model in `base_dir`; write `out_dir`; return the summary."""
     train_p, tok_p = params.train, params.tokenize
@@ -55,7 +58,8 @@ def run_training(
                         "full fine-tuning set model.dtype: float32 (or use bf16)")
     check_output_kind(out_dir, is_dir=True)  # before hours of training, not after
     train_rows, eval_rows = split_rows(splits, train_p, tok_p)
-    args = training_arguments(train_p, checkpoint_dir, precision, has_eval=bool(eval_rows))
+    args = training_arguments(train_p, checkpoint_dir, precision, has_eval=bool(eval_rows),
+                              trackers=tracker_arguments(train_p.report_to))
     is_main = args.process_index == 0
     run_id = checkpoints.fingerprint(
         train_p.model_dump(), tok_p.max_length, tok_p.ignore_index, params.model.dtype,
@@ -99,7 +103,8 @@ def run_training(
             print(f"train: resuming from {resume}", flush=True)
         start = time.perf_counter()
         try:
-            with disk_full_errors(checkpoint_dir):
+            with disk_full_errors(checkpoint_dir), tracker_files(trainer, tracking_dir), \
+                    neftune(trainer.model, train_p.neftune_alpha):
                 trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         finally:
             if is_main:  # a checkpoint left half-written by an error is of no use
