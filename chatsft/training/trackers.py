@@ -11,7 +11,7 @@ TensorBoard, MLflow or W&B matches its row in `dvc exp show`; outside `dvc exp r
 `$CHATSFT_RUN_NAME`, else `train-<UTC time>`. Where nothing else is configured, every tracker
 writes under `tracking_dir` (`logs/` in the stage; git-ignored): TensorBoard event files in
 `logs/tensorboard/<run name>/`, MLflow's file store in `logs/mlruns` (unless
-$MLFLOW_TRACKING_URI is set), W&B's files in `logs/wandb` (unless $WANDB_DIR is set; set
+$MLFLOW_TRACKING_URI is set; with MLFLOW_ALLOW_FILE_STORE, which mlflow 3 asks for), W&B's files in `logs/wandb` (unless $WANDB_DIR is set; set
 WANDB_MODE=offline to keep them local and `wandb sync` them later).
 """
 
@@ -68,8 +68,11 @@ def tracker_files(trainer: Trainer, tracking_dir: str | Path) -> Iterator[None]:
         if type(callback).__name__ == "TensorBoardCallback" and callback.logging_dir is None:
             callback.logging_dir = str(tracking_dir / "tensorboard" / trainer.args.run_name)
     env = {}
-    if "mlflow" in names:
+    if "mlflow" in names and not os.environ.get("MLFLOW_TRACKING_URI"):
+        # mlflow 3 refuses its file store unless asked (it wants a database server or
+        # SQLAlchemy); a local directory is what a pipeline run with no setup needs.
         env["MLFLOW_TRACKING_URI"] = (tracking_dir / "mlruns").as_uri()
+        env["MLFLOW_ALLOW_FILE_STORE"] = "true"
     if "wandb" in names:
         (tracking_dir / "wandb").mkdir(parents=True, exist_ok=True)
         env["WANDB_DIR"] = str(tracking_dir / "wandb")
