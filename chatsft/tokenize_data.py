@@ -23,9 +23,9 @@ from chatsft.params import TokenizeParams
 from chatsft.template import ChatEncoder, ParityError, TooLong
 from chatsft.template_kwargs import USED_FILE, write_used
 
-FEATURES = Features(
-    {"input_ids": Sequence(Value("int32")), "labels": Sequence(Value("int32"))}
-)
+# `source`: the record's data.raw entry (written by clean), for the loss per source.
+FEATURES = Features({"input_ids": Sequence(Value("int32")), "labels": Sequence(Value("int32")),
+                     "source": Value("string")})
 SPLITS = ("train", "validation", "test")
 CHUNK = 1024  # most records per batched tokenizer call
 # Fewer records per process than this are not worth a fork: a pool costs ~0.1 CPU-second and
@@ -84,7 +84,7 @@ def tokenize_split(
     across a turn boundary, say); more than `max_parity_failures` of the split stops the stage,
     since then the template or tokenizer, not the data, is at fault."""
     source = source or f"data/clean/{split}.jsonl"
-    cols: dict[str, list] = {"input_ids": [], "labels": []}
+    cols: dict[str, list] = {"input_ids": [], "labels": [], "source": []}
     quarantine: list[dict] = []
     reasons: Counter = Counter()
     needed: list[int] = []  # tokens the too-long conversations need to be kept
@@ -105,6 +105,7 @@ def tokenize_split(
         for enc in res:
             cols["input_ids"].append(enc.input_ids)
             cols["labels"].append(enc.labels)
+            cols["source"].append(rec.get("source", ""))
             supervised += sum(label != encoder.ignore_index for label in enc.labels)
     failed = reasons["parity"]
     if failed and failed > max_parity_failures * len(records):
@@ -163,7 +164,11 @@ def to_dataset(cols: dict[str, list]) -> Dataset:
     # Straight to Arrow (Dataset.from_dict encodes row by row, twice as slow), with a
     # fingerprint from the content: from_dict's random one would land in state.json and make
     # the output differ on every run.
-    table = pa.table({k: pa.array(cols[k], type=pa.list_(pa.int32())) for k in FEATURES})
+    ids = pa.list_(pa.int32())
+    table = pa.table({"input_ids": pa.array(cols["input_ids"], type=ids),
+                      "labels": pa.array(cols["labels"], type=ids),
+                      "source": pa.array(cols.get("source") or [""] * len(cols["input_ids"]),
+                                         type=pa.string())})
     h = hashlib.sha256()
     for column in table.columns:
         for chunk in column.chunks:

@@ -11,8 +11,9 @@ TensorBoard, MLflow or W&B matches its row in `dvc exp show`; outside `dvc exp r
 `$CHATSFT_RUN_NAME`, else `train-<UTC time>`. Where nothing else is configured, every tracker
 writes under `tracking_dir` (`logs/` in the stage; git-ignored): TensorBoard event files in
 `logs/tensorboard/<run name>/`, MLflow's file store in `logs/mlruns` (unless
-$MLFLOW_TRACKING_URI is set; with MLFLOW_ALLOW_FILE_STORE, which mlflow 3 asks for), W&B's files in `logs/wandb` (unless $WANDB_DIR is set; set
-WANDB_MODE=offline to keep them local and `wandb sync` them later).
+$MLFLOW_TRACKING_URI is set; mlflow 3 also wants MLFLOW_ALLOW_FILE_STORE for it, which is set
+with it), W&B's files in `logs/wandb` (unless $WANDB_DIR is set; set WANDB_MODE=offline to
+keep them local and `wandb sync` them later).
 """
 
 from __future__ import annotations
