@@ -73,3 +73,19 @@ def supervised_nll(
         "token_accuracy": correct / count,
         "supervised_tokens": count,
     }
+
+
+def nll_by_source(
+    model: PreTrainedModel, ds: Dataset, pad_id: int, ignore_index: int = IGNORE,
+    overall: dict | None = None,
+) -> dict[str, dict]:
+    """{source: `supervised_nll` of its rows} for data tokenized with sources (each
+    `data.raw` entry, `chatsft.training.sources`); a single source's figures are the split's
+    (`overall`, when given, is not computed again). Empty without sources."""
+    from chatsft.training.sources import by_source, source_names
+
+    names = source_names(ds)
+    if len(names) == 1 and overall is not None:
+        return {names[0]: overall}
+    return {names[k]: supervised_nll(model, part, pad_id, ignore_index)
+            for k, part in by_source(ds)} if names else {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datasets import DatasetDict
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from chatsft.evaluation.perplexity import supervised_nll
+from chatsft.evaluation.perplexity import nll_by_source, supervised_nll
 from chatsft.evaluation.text_metrics import compute_text_metrics, per_sample_scores
 from chatsft.evaluation.tool_calls import judge, score_tool_calls, tool_turns
 from chatsft.generation import PromptTooLong, context_size, fit_prompt, generate_replies
@@ -38,6 +38,10 @@ def evaluate_model(
         if split in tokenized and len(tokenized[split]):
             nll = supervised_nll(model, tokenized[split], tokenizer.pad_token_id, ignore_index)
             metrics[split] = _rounded(nll, 6)
+            sources = nll_by_source(model, tokenized[split], tokenizer.pad_token_id,
+                                    ignore_index, nll)
+            if sources:
+                metrics[split]["by_source"] = {k: _rounded(v, 6) for k, v in sources.items()}
     records = test_records[: params.max_samples] if params.max_samples else test_records
     if not records:
         return metrics, []

@@ -33,6 +33,7 @@ from chatsft.training.callbacks import (
 from chatsft.training.data import collator_for, row_stats, rows_fingerprint, split_rows
 from chatsft.training.lora import ADAPTER_DIR, merge_adapter, prepare_model
 from chatsft.training.neftune import neftune
+from chatsft.training.sources import SourceCurves, last_by_source, source_names
 from chatsft.training.trackers import tracker_arguments, tracker_files
 from chatsft.training.trainer import SFTTrainer
 
@@ -91,11 +92,12 @@ def run_training(
                         dvcyaml=None, report=None)
     with live_ctx as live:
         if live is not None:
-            callbacks.append(LiveCallback(live))
+            callbacks += [LiveCallback(live), SourceCurves(live_dir)]
         trainer = SFTTrainer(
             model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows or None,
             data_collator=collator_for(model, tokenizer.pad_token_id), callbacks=callbacks,
             chunked_loss=use_chunked_loss(train_p.loss, train_p.distributed),
+            eval_sources=source_names(splits["validation"]) if eval_rows else [],
         )
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(ConsoleProgress())
@@ -112,6 +114,7 @@ def run_training(
         seconds = time.perf_counter() - start
     save_model(trainer, params, base_dir, tokenizer, out_dir)
     summary = summarize(trainer, seconds) | row_stats(train_rows, train_p, tok_p.max_length)
+    summary |= last_by_source(trainer.state.log_history)
     summary |= {"precision": precision, "resumed_from_step": _step(resume) if resume else 0,
                 "processes": args.world_size, "method": train_p.method}
     if is_main and not train_p.keep_checkpoints:
