@@ -17,6 +17,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel
 
 from chatsft.packing import IGNORE, Collator
+from chatsft.training.sources import by_source, source_names
 
 # fp32 logits of one batch stay under 256 MB: a 151k vocabulary gets ~440 tokens per batch.
 LOGITS_BUDGET = 2**26
@@ -82,8 +83,6 @@ def nll_by_source(
     """{source: `supervised_nll` of its rows} for data tokenized with sources (each
     `data.raw` entry, `chatsft.training.sources`); a single source's figures are the split's
     (`overall`, when given, is not computed again). Empty without sources."""
-    from chatsft.training.sources import by_source, source_names
-
     names = source_names(ds)
     if len(names) == 1 and overall is not None:
         return {names[0]: overall}
