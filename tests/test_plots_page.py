@@ -39,7 +39,8 @@ def _tsv(path: Path, rows: list[tuple]) -> None:
 
 def _dvc(repo: Path, *args: str) -> None:
     dvc = Path(sys.executable).with_name("dvc")
-    subprocess.run([str(dvc), *args], cwd=repo, check=True, capture_output=True)
+    subprocess.run([str(dvc), *args], cwd=repo, check=True, capture_output=True,
+                   env=dict(os.environ, DVC_NO_ANALYTICS="1"))
 
 
 @pytest.fixture(scope="module")
