@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install repro test test-ci lint bench mutants clean-outputs
+.PHONY: install repro test test-ci lint bench mutants clean-outputs show
 
 # torch is pinned to 2.13.0 (see README): here that resolves to the CPU wheel on local disk.
 $(STAMP): pyproject.toml
@@ -38,3 +38,9 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/clean_speed.py
+
+# The columns that matter of `dvc exp show` (over 100 in full): params changed most often, test
+# figures, the eval loss per source and the training time. `make show` after `dvc exp run`s.
+SHOW_COLUMNS := Experiment|train.learning_rate|train.epochs|train.neftune_alpha|sft.test.perplexity|sft.test.bleu4|sft.test.rougeL|sft.test.tool_call_arguments_exact|sft.test.by_source\..*perplexity|eval_loss_by_source\..*|train_seconds
+show: install
+	$(BIN)/dvc exp show --md --drop '.*' --keep '$(SHOW_COLUMNS)'

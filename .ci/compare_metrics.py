@@ -30,6 +30,7 @@ RULES = [
     ("metrics/eval.json", "*.exact_match", "abs", 8.0),
     ("metrics/eval.json", "*.generated_tokens_mean", "rel", 0.15),
     ("metrics/train.json", "*loss", "abs", 0.1),
+    ("metrics/train.json", "eval_loss_by_source.*", "abs", 0.1),  # keys end in the source
     ("metrics/train.json", "*_step", "skip", 0),  # the best eval may fall on another step
     ("metrics/train.json", "train_seconds", "skip", 0),
     ("metrics/train.json", "tokens_per_second", "skip", 0),

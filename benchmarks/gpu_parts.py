@@ -55,7 +55,7 @@ def build_base(s: Setup) -> Path:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from chatsft.data.demo import generate_demo
-    from chatsft.modeling import train_tokenizer
+    from chatsft.model.scratch import train_tokenizer
     from chatsft.template import ChatEncoder
     from chatsft.tokenize_data import to_dataset, tokenize_split
 

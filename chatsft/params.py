@@ -242,6 +242,13 @@ class TrainParams(_Section):
     num_processes: int = Field(0, ge=0, description="Processes to launch (0: one per GPU).")
     dataloader_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     torch_threads: int = Field(0, ge=0, description="CPU threads for torch (0: torch default).")
+    neftune_alpha: float | None = Field(
+        None, gt=0, description="NEFTune: noise on input embeddings in training, scaled "
+        "alpha/sqrt(L*d) per sample (null: off; the paper uses 5-15)."
+    )
+    report_to: list[Literal["dvclive", "tensorboard", "mlflow", "wandb"]] = Field(
+        ["dvclive"], description="Trackers (dvclive is always on); run name: $DVC_EXP_NAME."
+    )
 
     @field_validator("save_steps")
     @classmethod

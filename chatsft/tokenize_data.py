@@ -25,9 +25,9 @@ from chatsft.params import TokenizeParams
 from chatsft.template import ChatEncoder
 from chatsft.template_kwargs import USED_FILE, write_used
 
-FEATURES = Features(
-    {"input_ids": Sequence(Value("int32")), "labels": Sequence(Value("int32"))}
-)
+# `source`: the record's data.raw entry (written by clean), for the loss per source.
+FEATURES = Features({"input_ids": Sequence(Value("int32")), "labels": Sequence(Value("int32")),
+                     "source": Value("string")})
 CHUNK = 1024  # most records per batched tokenizer call
 # Fewer records per process than this are not worth a fork: a pool costs ~0.1 CPU-second and
 # each child page-faults its way through the parent's copied memory (measured with the real
@@ -85,7 +85,7 @@ def tokenize_split(
     across a turn boundary, say); more than `max_parity_failures` of the split stops the stage,
     since then the template or tokenizer, not the data, is at fault."""
     source = source or f"data/clean/{split}.jsonl"
-    cols: dict[str, list] = {"input_ids": [], "labels": []}
+    cols: dict[str, list] = {"input_ids": [], "labels": [], "source": []}
     quarantine: list[dict] = []
     reasons: Counter = Counter()
     needed: list[int] = []  # tokens the too-long conversations need to be kept
@@ -106,6 +106,7 @@ def tokenize_split(
         for enc in res:
             cols["input_ids"].append(enc.input_ids)
             cols["labels"].append(enc.labels)
+            cols["source"].append(rec.get("source", ""))
             supervised += sum(label != IGNORE for label in enc.labels)
     failed = reasons["parity"]
     if failed and failed > max_parity_failures * len(records):
@@ -166,7 +167,11 @@ def to_dataset(cols: dict[str, list]) -> Dataset:
     `Dataset._fingerprint` (datasets has no public way): the random one it would otherwise get
     lands in `state.json` and makes data/tokenized differ on every run, so DVC would see a new
     output and rerun train each time."""
-    table = pa.table({k: pa.array(cols[k], type=pa.list_(pa.int32())) for k in FEATURES})
+    ids = pa.list_(pa.int32())
+    table = pa.table({"input_ids": pa.array(cols["input_ids"], type=ids),
+                      "labels": pa.array(cols["labels"], type=ids),
+                      "source": pa.array(cols.get("source") or [""] * len(cols["input_ids"]),
+                                         type=pa.string())})
     h = hashlib.sha256()
     for column in table.columns:
         for chunk in column.chunks:

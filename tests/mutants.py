@@ -127,6 +127,33 @@ MUTATIONS = [
         "        if False:  # checksums not checked\n",
         ("tests/reliability/test_checkpoints.py::test_item3_corrupted_checkpoint_is_not_resumed",),
     ),
+    Mutation(
+        "neftune-in-eval",
+        "NEFTune noise only in training mode, never in evaluation or generation",
+        "chatsft/training/neftune.py",
+        "        if not module.training:\n            return None\n",
+        "",
+        ("tests/training/test_neftune.py::test_noise_only_in_training_mode_and_never_in_generation",
+         "tests/training/test_neftune.py::"
+         "test_training_with_neftune_changes_training_but_not_its_eval"),
+    ),
+    Mutation(
+        "neftune-row-length",
+        "NEFTune scales noise by each packed sample's length, not the row's",
+        "chatsft/training/neftune.py",
+        "        lengths = counts[ids].to(torch.float32)",
+        "        lengths = torch.full((batch, width), float(width), device=device)",
+        ("tests/training/test_neftune.py::test_packed_samples_get_their_unpacked_scale",),
+    ),
+    Mutation(
+        "eval-rows-mix-sources",
+        "eval loss per source: a validation row holds one source",
+        "chatsft/training/data.py",
+        "for k, part in by_source(splits[\"validation\"])",
+        "for k, part in [(0, splits[\"validation\"])]",
+        ("tests/training/test_sources.py::test_eval_rows_are_packed_one_source_at_a_time",
+         "tests/training/test_sources.py::test_training_logs_the_eval_loss_per_source"),
+    ),
 ]
 
 

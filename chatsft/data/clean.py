@@ -48,7 +48,11 @@ class CleanResult:
     errors: list[str] = field(default_factory=list)  # sources that yielded nothing usable
 
     def records(self, split: str) -> list[dict]:
-        return [json.loads(line) for line in self.splits[split]]
+        """The split's records as cleaned, without the `source` each line also carries."""
+        records = [json.loads(line) for line in self.splits[split]]
+        for record in records:
+            record.pop("source", None)
+        return records
 
     def report(self) -> dict:
         return build_report(self.sources, {k: len(v) for k, v in self.splits.items()})
@@ -171,6 +175,7 @@ def clean_records(params: DataParams, *, strict: bool = True) -> CleanResult:
     errors: list[str] = []
     for source in params.sources():
         kept: list[tuple[bytes, str, SourceReport]] = []
+        tag = source_tag(source.path)
         for path in expand(source.path):
             name = str(path)
             if name in reports:
@@ -186,7 +191,7 @@ def clean_records(params: DataParams, *, strict: bool = True) -> CleanResult:
                     quarantine.append(_quarantine_entry(rec, r.reason, r.detail))
                     continue
                 report.kept += 1
-                kept.append((line, split, report))
+                kept.append((line[:-1] + tag, split, report))
             problem = _emptiness(name, report)
             if problem and strict:
                 raise CleanError(problem)
@@ -194,6 +199,15 @@ def clean_records(params: DataParams, *, strict: bool = True) -> CleanResult:
                 errors.append(problem)
         _select(kept, source, params.seed, splits)
     return CleanResult(splits, quarantine, reports, errors)
+
+
+def source_tag(name: str) -> bytes:
+    """The end of a clean record's line naming its `data.raw` entry: `,"source":NAME}`.
+
+    Added after deduplication (two sources' copies of one conversation stay duplicates) by
+    splicing bytes rather than re-serializing each record. Tokenize carries it into a column,
+    so that train and evaluate report the loss per source."""
+    return b',"source":' + dump_json(name) + b"}"
 
 
 def _emptiness(name: str, report: SourceReport) -> str | None:

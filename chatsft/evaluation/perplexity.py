@@ -18,6 +18,7 @@ from transformers import PreTrainedModel
 
 from chatsft.batching.collate import Collator
 from chatsft.batching.packing import IGNORE
+from chatsft.training.sources import by_source, source_names
 
 # fp32 logits of one batch stay under 256 MB: a 151k vocabulary gets ~440 tokens per batch.
 LOGITS_BUDGET = 2**26
@@ -73,3 +74,16 @@ def supervised_nll(
         "token_accuracy": correct / count,
         "supervised_tokens": count,
     }
+
+
+def nll_by_source(
+    model: PreTrainedModel, ds: Dataset, pad_id: int, overall: dict | None = None,
+) -> dict[str, dict]:
+    """{source: `supervised_nll` of its rows} for data tokenized with sources (each
+    `data.raw` entry, `chatsft.training.sources`); a single source's figures are the split's
+    (`overall`, when given, is not computed again). Empty without sources."""
+    names = source_names(ds)
+    if len(names) == 1 and overall is not None:
+        return {names[0]: overall}
+    return {names[k]: supervised_nll(model, part, pad_id)
+            for k, part in by_source(ds)} if names else {}

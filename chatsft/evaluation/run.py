@@ -6,7 +6,7 @@ from datasets import DatasetDict
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from chatsft.evaluation.metrics import compute_text_metrics, per_sample_scores
-from chatsft.evaluation.perplexity import supervised_nll
+from chatsft.evaluation.perplexity import nll_by_source, supervised_nll
 from chatsft.evaluation.tool_calls import judge, score_tool_calls, tool_turns
 from chatsft.generation import PromptTooLong, context_size, fit_prompt, generate_replies
 from chatsft.params import EvaluateParams
@@ -37,6 +37,9 @@ def evaluate_model(
         if split in tokenized and len(tokenized[split]):
             nll = supervised_nll(model, tokenized[split], tokenizer.pad_token_id)
             metrics[split] = _rounded(nll, 6)
+            sources = nll_by_source(model, tokenized[split], tokenizer.pad_token_id, nll)
+            if sources:
+                metrics[split]["by_source"] = {k: _rounded(v, 6) for k, v in sources.items()}
     records = test_records[: params.max_samples] if params.max_samples else test_records
     if not records:
         return metrics, []

@@ -32,8 +32,10 @@ def resolve_precision(choice: str, cuda: bool | None = None) -> str:
 
 
 def training_arguments(
-    params: TrainParams, output_dir: Path, precision: str, has_eval: bool
+    params: TrainParams, output_dir: Path, precision: str, has_eval: bool,
+    trackers: dict | None = None,
 ) -> TrainingArguments:
+    """`trackers`: report_to and run_name (`trackers.tracker_arguments`); none by default."""
     cuda = torch.cuda.is_available()
     evaluate = "steps" if has_eval else "no"
     select_best = params.select_best and has_eval
@@ -68,7 +70,7 @@ def training_arguments(
         load_best_model_at_end=select_best,
         metric_for_best_model="eval_loss" if has_eval else None,
         greater_is_better=False,
-        report_to=[],
+        **(trackers or {"report_to": []}),
         dataloader_num_workers=params.dataloader_workers,
         remove_unused_columns=False,
         activation_checkpointing=params.gradient_checkpointing,

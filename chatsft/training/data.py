@@ -14,6 +14,7 @@ from chatsft.batching.packing import layout_stats, pack_rows
 from chatsft.chat_template.render import attention_implementation
 from chatsft.errors import UserError
 from chatsft.params import TokenizeParams, TrainParams
+from chatsft.training.sources import by_source
 
 
 def load_splits(tokenized_dir: str | Path) -> DatasetDict:
@@ -45,8 +46,11 @@ def split_rows(
     train = make_rows(splits["train"], params.packing, tok_params)
     if not train:
         raise UserError("the training split is empty: nothing to train on")
-    evals = make_rows(splits["validation"], params.packing, tok_params) if (
-        "validation" in splits and len(splits["validation"])) else []
+    evals = []
+    if "validation" in splits and len(splits["validation"]):
+        # one source per row, so that the eval loss adds up per source (training/sources.py)
+        evals = [row | {"source_index": k} for k, part in by_source(splits["validation"])
+                 for row in make_rows(part, params.packing, tok_params)]
     return train, evals
 
 
@@ -76,6 +80,8 @@ class BatchCollator(Collator):
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         batch = super().__call__(features)
         batch["num_real_tokens"] = torch.tensor(sum(len(f["input_ids"]) for f in features))
+        if "source_index" in features[0]:  # evaluation rows: popped by SFTTrainer.evaluate
+            batch["source_index"] = torch.tensor([f["source_index"] for f in features])
         return batch
 
 

@@ -33,6 +33,9 @@ from chatsft.training.callbacks import (
 )
 from chatsft.training.data import collator_for, row_stats, rows_fingerprint, split_rows
 from chatsft.training.lora import ADAPTER_DIR, merge_adapter, prepare_model
+from chatsft.training.neftune import neftune
+from chatsft.training.sources import SourceCurves, last_by_source, source_names
+from chatsft.training.trackers import tracker_arguments, tracker_files
 from chatsft.training.trainer import SFTTrainer
 
 
@@ -44,6 +47,7 @@ def run_training(
     out_dir: str | Path,
     checkpoint_dir: str | Path,
     live_dir: str | Path | None = None,
+    tracking_dir: str | Path = "logs",
 ) -> dict:
     """Train on `splits` from the model in `base_dir`; write `out_dir`; return the summary."""
     train_p, tok_p = params.train, params.tokenize
@@ -56,7 +60,8 @@ def run_training(
                         "full fine-tuning set model.dtype: float32 (or use bf16)")
     check_output_kind(out_dir, is_dir=True)  # before hours of training, not after
     train_rows, eval_rows = split_rows(splits, train_p, tok_p)
-    args = training_arguments(train_p, checkpoint_dir, precision, has_eval=bool(eval_rows))
+    args = training_arguments(train_p, checkpoint_dir, precision, has_eval=bool(eval_rows),
+                              trackers=tracker_arguments(train_p.report_to))
     is_main = args.process_index == 0
     run_id = checkpoints.fingerprint(
         # IGNORE stands where the removed tokenize.ignore_index was: earlier checkpoints resume.
@@ -89,11 +94,12 @@ def run_training(
                         dvcyaml=None, report=None)
     with live_ctx as live:
         if live is not None:
-            callbacks.append(LiveCallback(live))
+            callbacks += [LiveCallback(live), SourceCurves(live_dir)]
         trainer = SFTTrainer(
             model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows or None,
             data_collator=collator_for(model, tokenizer.pad_token_id), callbacks=callbacks,
             chunked_loss=use_chunked_loss(train_p.loss, train_p.distributed),
+            eval_sources=source_names(splits["validation"]) if eval_rows else [],
         )
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(ConsoleProgress())
@@ -101,7 +107,8 @@ def run_training(
             print(f"train: resuming from {resume}", flush=True)
         start = time.perf_counter()
         try:
-            with disk_full_errors(checkpoint_dir):
+            with disk_full_errors(checkpoint_dir), tracker_files(trainer, tracking_dir), \
+                    neftune(trainer.model, train_p.neftune_alpha):
                 trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         finally:
             if is_main:  # a checkpoint left half-written by an error is of no use
@@ -109,6 +116,7 @@ def run_training(
         seconds = time.perf_counter() - start
     save_model(trainer, params, base_dir, tokenizer, out_dir)
     summary = summarize(trainer, seconds) | row_stats(train_rows, train_p, tok_p.max_length)
+    summary |= last_by_source(trainer.state.log_history)
     summary |= {"precision": precision, "resumed_from_step": _step(resume) if resume else 0,
                 "processes": args.world_size, "method": train_p.method}
     if is_main and not train_p.keep_checkpoints:

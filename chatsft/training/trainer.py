@@ -19,14 +19,17 @@ from transformers import Trainer, TrainerCallback
 
 from chatsft.loss import IGNORE, chunk_rows, chunked_causal_lm_loss
 from chatsft.training.sharding import drop_tied_copies
+from chatsft.training.sources import SourceTotals
 
 
 class SFTTrainer(Trainer):
     """Trainer that counts real/supervised tokens, can use the chunked loss, and evaluates
     the eval loss per token."""
 
-    def __init__(self, *args, chunked_loss: bool = False, **kwargs) -> None:
+    def __init__(self, *args, chunked_loss: bool = False, eval_sources: list[str] = (),
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.eval_sources = list(eval_sources)  # names of the eval rows' source_index
         self.chunked_loss = chunked_loss and _accepts(self._base_model(), "logits_to_keep")
         if self.chunked_loss:
             # Our loss takes num_items_in_batch and shifts labels like ForCausalLMLoss: make
@@ -111,10 +114,12 @@ class SFTTrainer(Trainer):
         model.eval()
         total = torch.zeros((), dtype=torch.float64, device=self.args.device)
         count = torch.zeros((), dtype=torch.long, device=self.args.device)
+        by_source = SourceTotals(self.eval_sources, self.args.device)
         with torch.no_grad():
             for batch in loader:
                 batch = self._prepare_inputs(batch)
                 batch.pop("num_real_tokens", None)
+                source = batch.pop("source_index", None)
                 labels = batch.pop("labels")
                 out = model(**batch, logits_to_keep=1, output_hidden_states=True) if (
                     self.chunked_loss) else model(**batch)
@@ -123,11 +128,13 @@ class SFTTrainer(Trainer):
                 sums, counts = self.accelerator.gather_for_metrics((sums, counts))
                 total += sums.sum()
                 count += counts.sum()
+                if source is not None and self.eval_sources:
+                    by_source.add(self.accelerator.gather_for_metrics(source), sums, counts)
         model.train(was_training)
         metrics = {
             f"{metric_key_prefix}_loss": float(total / count.clamp(min=1)),
             f"{metric_key_prefix}_supervised_tokens": int(count),
-        }
+        } | by_source.metrics(metric_key_prefix)
         if self.state.epoch is not None:
             metrics["epoch"] = self.state.epoch
         self.log(metrics)

@@ -122,6 +122,9 @@ def test_written_files_are_the_splits_and_quarantine_and_read_back(clean, tmp_pa
     back = []
     for split in ("train", "validation", "test"):
         rows = [json.loads(x) for x in (out / f"{split}.jsonl").read_text("utf-8").splitlines()]
+        # each record names its data.raw entry (for the loss per source), after its content
+        assert all(list(r)[-1] == "source" and r.pop("source") == str(tmp_path / "raw.jsonl")
+                   for r in rows)
         assert rows == result.records(split)
         back += rows
     assert sorted(map(json.dumps, back)) == sorted(map(json.dumps, records))
