@@ -1,6 +1,7 @@
 """Stage clean: raw sources -> data/clean/{train,validation,test,quarantine}.jsonl."""
 
 from chatsft.data.clean import clean_records, write_clean
+from chatsft.data.ids import EXCLUDE_FILE, read_exclusions
 from chatsft.data.report import format_report
 from chatsft.errors import user_errors_exit
 from chatsft.io import atomic_path, write_json
@@ -13,7 +14,7 @@ REPORT = "metrics/clean.json"
 @user_errors_exit
 def main() -> None:
     params = start_stage(["data"], [OUT_DIR, REPORT]).data
-    result = clean_records(params)
+    result = clean_records(params, excluded=frozenset(read_exclusions(EXCLUDE_FILE)))
     report = result.report()
     with atomic_path(OUT_DIR, is_dir=True) as tmp:
         write_clean(result, tmp)
