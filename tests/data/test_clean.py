@@ -123,7 +123,7 @@ def test_written_files_are_the_splits_and_quarantine_and_read_back(clean, tmp_pa
     for split in ("train", "validation", "test"):
         rows = [json.loads(x) for x in (out / f"{split}.jsonl").read_text("utf-8").splitlines()]
         assert rows == result.records(split, ids=True)
-        back += rows
+        back += result.records(split)
     assert sorted(map(json.dumps, back)) == sorted(map(json.dumps, records))
     q = [json.loads(x) for x in (out / "quarantine.jsonl").read_text().splitlines()]
     assert q == [{"source": str(tmp_path / "raw.jsonl"), "where": "line 21",
