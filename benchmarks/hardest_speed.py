@@ -86,6 +86,7 @@ def main() -> None:
     runs = []
     for repeat in range(args.repeats):
         seconds, summary = hardest_run(params)
+        print(f"repeat {repeat}: hardest {seconds:.1f} s", flush=True)
         train = train_run(params, args.steps)
         estimate = train / args.steps * full_steps
         runs.append({"hardest_seconds": round(seconds, 2), "train_seconds": train,

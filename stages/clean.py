@@ -2,6 +2,7 @@
 
 from chatsft.data.clean import clean_records, write_clean
 from chatsft.data.ids import EXCLUDE_FILE, read_exclusions
+from chatsft.data.mixing import format_mixture
 from chatsft.data.report import format_report
 from chatsft.errors import user_errors_exit
 from chatsft.io import atomic_path, write_json
@@ -20,6 +21,8 @@ def main() -> None:
         write_clean(result, tmp)
     write_json(REPORT, report)
     print(format_report(report, result.quarantine))
+    for line in format_mixture(report["mixture"]):
+        print(line)
     if report["quarantined"]:
         print(f"rejected records, verbatim with file, line and reason: {OUT_DIR}/quarantine.jsonl")
 

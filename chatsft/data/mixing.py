@@ -175,3 +175,13 @@ def mixture_report(pools: list[Pool], copies: list[list[int]], tokens: list[list
             "share_estimated_tokens": round(t / max(sum(toks), 1), 6),
         }
     return {"ratio_unit": unit, "sources": sources}
+
+
+def format_mixture(mixture: dict) -> list[str]:
+    """One line per source when ratios were asked for (the console summary)."""
+    sources = mixture["sources"]
+    if all(s["requested"] is None for s in sources.values()):
+        return []
+    return [f"mixture: {name}: requested {s['requested']:g} of {mixture['ratio_unit']}, got "
+            f"{s['share_conversations']:.3f} of conversations, {s['share_estimated_tokens']:.3f}"
+            " of estimated supervised tokens" for name, s in sources.items()]

@@ -13,7 +13,7 @@ import pytest
 from chatsft.cli import main
 from chatsft.data.clean import clean_records
 from chatsft.data.ids import read_exclusions, record_id
-from chatsft.data.mixing import estimate_tokens
+from chatsft.data.mixing import estimate_tokens, format_mixture
 from chatsft.errors import UserError
 from chatsft.params import DataParams, ParamsError, parse_params
 from tests.conftest import ROOT
@@ -66,6 +66,8 @@ def test_ratio_in_tokens_lands_within_one_percent_of_the_estimate(tmp_path):
     result = clean_records(params)
     assert abs(_shares(result, "estimated_tokens")[0] - 0.3) < 0.01
     assert result.report()["mixture"]["sources"][a]["requested"] == 0.3
+    assert format_mixture(result.report()["mixture"])[0].startswith(
+        f"mixture: {a}: requested 0.3 of tokens, got ")
     # In conversations the split is far from 30/70 then: b's replies are short.
     assert _shares(result)[0] < 0.15
 
