@@ -120,6 +120,15 @@ MUTATIONS = [
          "test_item9_kept_quarantined_and_unsampled_add_up_to_read",),
     ),
     Mutation(
+        "hardest-attend-across",
+        "the hardest pass scores each packed conversation as if it were alone",
+        "chatsft/evaluation/hardest.py",
+        "        pos += range(len(sample_ids))\n",
+        "        pos += range(len(pos), len(pos) + len(sample_ids))\n",
+        ("tests/evaluation/test_hardest.py::"
+         "test_conversation_losses_match_each_conversation_alone",),
+    ),
+    Mutation(
         "checkpoint-verification-skipped",
         "a resumed checkpoint's files match the checksums recorded when it was written",
         "chatsft/training/checkpoints.py",
