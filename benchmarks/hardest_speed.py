@@ -7,9 +7,10 @@ stages.clean` so that data/clean carries record ids).
   distinct training conversation, score it in one batched no-gradient pass with the chunked
   loss, and generate the final model's reply to the top `evaluate.hardest` prompts.
 - training: `run_training` with the params.yaml `train:` settings for `--steps` optimizer
-  steps (eval and checkpoint at its last step, as every `eval_steps` does), extrapolated to
-  the default run's step count (packed rows / batch x epochs): the full run takes 4-13
-  minutes on this machine, depending on its load.
+  steps, without its periodic evaluations (eval_steps beyond the run, so no best-checkpoint
+  selection or early stopping), extrapolated to the default run's step count (packed rows /
+  batch x epochs): the full run takes 4-13 minutes on this machine, depending on its load.
+  Leaving the evaluations out makes the training estimate low, so the ratio is an upper bound.
 
 Runs alternate (hardest, training, hardest, ...), so a change of machine load hits both;
 the ratio reported is the median of hardest seconds / extrapolated training seconds, each
@@ -61,7 +62,8 @@ def hardest_run(params) -> tuple[float, dict]:
 
 def train_run(params, steps: int) -> float:
     params = params.model_copy(update={"train": params.train.model_copy(update={
-        "max_steps": steps})})
+        "max_steps": steps, "eval_steps": 10**9, "select_best": False,
+        "early_stopping_patience": 0})})
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         summary = run_training(params, BASE, load_splits(TOKENIZED), load_tokenizer(BASE),
