@@ -5,7 +5,7 @@ stages.clean` so that data/clean carries record ids).
 
 - hardest: what `python -m stages.hardest` does after loading the model: encode every
   distinct training conversation, score it in one batched no-gradient pass with the chunked
-  loss, and generate the final model's reply to the top `evaluate.hardest` prompts.
+  loss, and generate the final model's reply to the top `hardest.samples` prompts.
 - training: `run_training` with the params.yaml `train:` settings for `--steps` optimizer
   steps, without its periodic evaluations (eval_steps beyond the run, so no best-checkpoint
   selection or early stopping), extrapolated to the default run's step count (packed rows /
@@ -56,7 +56,7 @@ def hardest_run(params) -> tuple[float, dict]:
     records = read_jsonl(TRAIN)
     start = time.perf_counter()
     _, summary = hardest(model, tokenizer, encoder, records, t.max_length,
-                         params.evaluate.hardest, params.evaluate.generation)
+                         params.hardest.samples, params.evaluate.generation)
     return time.perf_counter() - start, summary
 
 

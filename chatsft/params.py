@@ -312,7 +312,10 @@ class EvaluateParams(_Section):
         "character BLEU and jieba ROUGE, to compare with its numbers."
     )
     compare_base: bool = Field(True, description="Also score the untrained base model.")
-    hardest: int = Field(20, ge=1, description="Training conversations of highest loss under "
+
+
+class HardestParams(_Section):
+    samples: int = Field(20, ge=1, description="Training conversations of highest loss under "
                          "the final model shown in metrics/hardest.{md,jsonl}.")
 
 
@@ -332,6 +335,7 @@ class Params(_Section):
     tokenize: TokenizeParams = Field(default_factory=TokenizeParams)
     train: TrainParams = Field(default_factory=TrainParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    hardest: HardestParams = Field(default_factory=HardestParams)
     predict: PredictParams = Field(default_factory=PredictParams)
 
 

@@ -20,7 +20,7 @@ ROWS = "metrics/hardest.jsonl"
 @user_errors_exit
 def main() -> None:
     start = time.perf_counter()
-    params = start_stage(["evaluate", "tokenize", "model"], [MARKDOWN, ROWS])
+    params = start_stage(["hardest", "evaluate", "tokenize", "model"], [MARKDOWN, ROWS])
     m, t = params.model, params.tokenize
     tokenizer = load_tokenizer(SFT_DIR, trust_remote_code=m.trust_remote_code)
     model = load_for_inference(SFT_DIR, m.dtype, m.device_map, m.attn_implementation,
@@ -30,7 +30,7 @@ def main() -> None:
                           max_length=t.max_length, train_reasoning=t.train_on_reasoning,
                           mask_empty_think=t.mask_empty_think)
     rows, summary = hardest(model, tokenizer, encoder, read_jsonl(TRAIN), t.max_length,
-                            params.evaluate.hardest, params.evaluate.generation, TRAIN)
+                            params.hardest.samples, params.evaluate.generation, TRAIN)
     write_jsonl(ROWS, rows)
     write_text(MARKDOWN, hardest_markdown(rows, summary))
     print(f"hardest: {summary} in {time.perf_counter() - start:.1f} s; see {MARKDOWN}")

@@ -61,7 +61,7 @@ def test_pipeline_is_up_to_date_after_repro(repo):
     [
         # hardest shows the reply evaluate's decoding gives.
         ({"evaluate": {"generation": {"max_new_tokens": 9}}}, {"evaluate", "hardest"}),
-        ({"evaluate": {"hardest": 5}}, {"hardest"}),
+        ({"hardest": {"samples": 5}}, {"hardest"}),
         ({"predict": {"generation": {"max_new_tokens": 9}}}, {"predict"}),
         ({"train": {"learning_rate": 0.002}}, {"train"}),
         # hardest encodes the training conversations as tokenize does.
