@@ -37,6 +37,9 @@ class Layout:
     eval_predictions: Path = Path("metrics/eval_predictions.jsonl")
     eval_worst: Path = Path("metrics/eval_worst.md")
     predictions: Path = Path("models/predictions.jsonl")
+    exclude: Path = Path("data/exclude.txt")  # record ids to quarantine (`chatsft data exclude`)
+    hardest_md: Path = Path("metrics/hardest.md")  # the highest-loss training conversations
+    hardest_rows: Path = Path("metrics/hardest.jsonl")
 
     def __post_init__(self) -> None:
         for f in fields(self):  # accept strings (from JSON or a caller) as paths
@@ -66,4 +69,4 @@ class Layout:
 _FLAT = ("params.yaml", "sources.json", "clean", "clean.json", "base", "tokenized",
          "tokenize.json", "mask_audit.html", "model", "checkpoints", "logs", "train.json",
          "eval_base.json", "eval.json", "eval_predictions.jsonl", "eval_worst.md",
-         "predictions.jsonl")
+         "predictions.jsonl", "exclude.txt", "hardest.md", "hardest.jsonl")

@@ -93,6 +93,23 @@ def chunked_causal_lm_loss(
     return _ChunkedLinearCE.apply(h, weight, t, chunk_size, denominator)
 
 
+@torch.no_grad()
+def chunked_token_losses(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """The cross-entropy of each position, fp32, without gradients: `hidden` (n, dim) final
+    hidden states of the supervised positions, `targets` (n,) their next tokens. Logits are
+    made one chunk at a time, as in the training loss, so memory stays bounded."""
+    step = chunk_size or chunk_rows(weight.shape[0], hidden.device)
+    out = torch.empty(len(targets), dtype=torch.float32, device=hidden.device)
+    for start in range(0, len(targets), step):
+        logits = (hidden[start:start + step] @ weight.T).float()
+        out[start:start + step] = F.cross_entropy(logits, targets[start:start + step],
+                                                  reduction="none")
+    return out
+
+
 def plain_causal_lm_loss(
     logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: int | None = None
 ) -> torch.Tensor:

@@ -46,6 +46,10 @@ class Source(_Section):
     max_samples: int | None = Field(
         None, ge=1, description="Keep a random subset of at most this many records."
     )
+    ratio: float | None = Field(
+        None, gt=0, le=1, description="Target share of the training split (the alternative "
+        "to weight; set on every source or none, summing to 1), in data.ratio_unit."
+    )
 
 
 class DataParams(_Section):
@@ -74,6 +78,14 @@ class DataParams(_Section):
         "keep", description="Tool-call records: keep them for the template (tokenize renders "
         "or quarantines them) or reject them as 'unsupported role'."
     )
+    ratio_unit: Literal["conversations", "tokens"] = Field(
+        "conversations", description="What raw[].ratio shares out: conversations, or "
+        "supervised tokens (estimated at clean time: see chatsft/data/mixing.py)."
+    )
+    system_prompts: list[str] = Field(
+        [], description="System prompts given, one chosen by a hash of the record id, to "
+        "conversations that have none."
+    )
 
     @field_validator("raw", mode="before")
     @classmethod
@@ -87,6 +99,23 @@ class DataParams(_Section):
         if any(len(s.strip()) < 2 for s in value):
             raise ValueError("special-token strings need at least two characters")
         return value
+
+    @model_validator(mode="after")
+    def _ratios(self) -> DataParams:
+        ratios = [s.ratio for s in self.sources()]
+        for i, s in enumerate(self.sources()):
+            if s.ratio is not None and "weight" in s.model_fields_set:
+                raise ValueError(f"raw[{i}]: ratio and weight are alternatives; set one of them")
+        if all(r is None for r in ratios):
+            return self
+        missing = [f"raw[{i}].ratio" for i, r in enumerate(ratios) if r is None]
+        if missing:
+            raise ValueError(f"{', '.join(missing)}: not set; ratios are shares of the training "
+                             "split, so every source needs one (or use weight on all)")
+        if abs(sum(ratios) - 1) > 0.01:
+            raise ValueError(f"raw[].ratio: {' + '.join(map(str, ratios))} = {sum(ratios):g}; "
+                             "the shares must sum to 1")
+        return self
 
     def sources(self) -> list[Source]:
         return [Source(path=s) if isinstance(s, str) else s for s in self.raw]
@@ -291,6 +320,11 @@ class EvaluateParams(_Section):
     compare_base: bool = Field(True, description="Also score the untrained base model.")
 
 
+class HardestParams(_Section):
+    samples: int = Field(20, ge=1, description="Training conversations of highest loss under "
+                         "the final model shown in metrics/hardest.{md,jsonl}.")
+
+
 class PredictParams(_Section):
     input: str = Field("data/predict.jsonl", description="ChatML prompts ending with a user turn.")
     generation: GenerationParams = Field(
@@ -307,6 +341,7 @@ class Params(_Section):
     tokenize: TokenizeParams = Field(default_factory=TokenizeParams)
     train: TrainParams = Field(default_factory=TrainParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    hardest: HardestParams = Field(default_factory=HardestParams)
     predict: PredictParams = Field(default_factory=PredictParams)
 
 

@@ -112,12 +112,21 @@ MUTATIONS = [
     Mutation(
         "unsampled-counted-as-kept",
         "kept + quarantined + unsampled = read, per source (max_samples leaves records out)",
-        "chatsft/data/clean.py",
-        "                report.unsampled += 1\n                report.kept -= 1\n"
-        "        kept = [k for",
-        "                report.unsampled += 1\n        kept = [k for",
+        "chatsft/data/mixing.py",
+        "            k.report.unsampled += 1\n            k.report.kept -= 1\n"
+        "    return [k for",
+        "            k.report.unsampled += 1\n    return [k for",
         ("tests/reliability/test_params_and_data.py::"
          "test_item9_kept_quarantined_and_unsampled_add_up_to_read",),
+    ),
+    Mutation(
+        "hardest-attend-across",
+        "the hardest pass scores each packed conversation as if it were alone",
+        "chatsft/evaluation/hardest.py",
+        "        pos += range(len(sample_ids))\n",
+        "        pos += range(len(pos), len(pos) + len(sample_ids))\n",
+        ("tests/evaluation/test_hardest.py::"
+         "test_conversation_losses_match_each_conversation_alone",),
     ),
     Mutation(
         "checkpoint-verification-skipped",

@@ -69,13 +69,17 @@ def test_pipeline_is_up_to_date_after_repro(repo):
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        # the base model is scored with the same evaluate params (its own stage)
-        ({"evaluate": {"generation": {"max_new_tokens": 9}}}, {"evaluate_base", "evaluate"}),
+        # the base model is scored with the same evaluate params (its own stage); hardest
+        # shows the reply evaluate's decoding gives.
+        ({"evaluate": {"generation": {"max_new_tokens": 9}}},
+         {"evaluate_base", "evaluate", "hardest"}),
+        ({"hardest": {"samples": 5}}, {"hardest"}),
         ({"predict": {"generation": {"max_new_tokens": 9}}}, {"predict"}),
         ({"train": {"learning_rate": 0.002}}, {"train"}),
-        ({"tokenize": {"train_on": "last"}}, {"tokenize"}),
+        # hardest encodes the training conversations as tokenize does.
+        ({"tokenize": {"train_on": "last"}}, {"tokenize", "hardest"}),
         # max_length is also the packing capacity, so train reads it too.
-        ({"tokenize": {"max_length": 200}}, {"tokenize", "train"}),
+        ({"tokenize": {"max_length": 200}}, {"tokenize", "train", "hardest"}),
         ({"model": {"scratch": {"seed": 3}}}, {"base"}),
         ({"data": {"seed": 3}}, {"clean"}),
     ],
@@ -96,7 +100,7 @@ def test_a_param_change_marks_only_the_stage_reading_it(repo, override, expected
 def test_an_evaluate_change_reruns_only_evaluate(repo):
     original = (repo / "params.yaml").read_text()
     try:
-        set_params(repo, {"evaluate": {"generation": {"max_new_tokens": 5}}})
+        set_params(repo, {"evaluate": {"compare_base": False}})
         out = run(["dvc", "repro"], repo).stdout
         assert ran(out) == ["evaluate_base", "evaluate"]
     finally:

@@ -1,4 +1,5 @@
-"""`chatsft data sample` (the demo data set) and `chatsft data check` (what clean would reject)."""
+"""`chatsft data sample` (the demo data set), `data check` (what clean would reject) and `data
+exclude` (record ids for the clean stage to quarantine)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def _data_sample(args: argparse.Namespace) -> int:
 
 def _data_check(args: argparse.Namespace) -> int:
     from chatsft.data.clean import clean_records, quarantine_lines
+    from chatsft.data.ids import read_exclusions
     from chatsft.data.report import format_report
     from chatsft.params import DataParams, load_params
 
@@ -29,7 +31,8 @@ def _data_check(args: argparse.Namespace) -> int:
     base = load_params(args.params).data if Path(args.params).is_file() else DataParams()
     params = base.model_copy(update={"raw": [Source(path=f, format=args.format)
                                              for f in args.files]})
-    result = clean_records(params, strict=False)
+    result = clean_records(params, strict=False,
+                           excluded=frozenset(read_exclusions(args.exclude)))
     report = result.report()
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
@@ -43,6 +46,21 @@ def _data_check(args: argparse.Namespace) -> int:
         with atomic_path(args.quarantine) as tmp:
             tmp.write_bytes(b"".join(quarantine_lines(result.quarantine)))
     return 1 if report["quarantined"] or result.errors else 0
+
+
+def _data_exclude(args: argparse.Namespace) -> int:
+    from chatsft.data.ids import add_exclusions, ids_in_file
+
+    ids = list(args.ids)
+    for name in args.file or []:
+        ids += ids_in_file(name)
+    if not ids:
+        print("no ids given (ID... or --file FILE)", file=sys.stderr)
+        return 2
+    added = add_exclusions(args.list, ids)
+    print(f"{len(added)} id(s) added to {args.list} ({len(ids) - len(added)} already listed or "
+          "repeated); the next `dvc repro` quarantines them (reason: excluded by user)")
+    return 0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -69,4 +87,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        "reason")
     check.add_argument("--json", action="store_true", help="print the metrics/clean.json report")
     check.add_argument("--quarantine", metavar="FILE", help="also write the rejected records")
+    check.add_argument("--exclude", default="data/exclude.txt", metavar="FILE",
+                       help="ids to quarantine as `excluded by user`, as the clean stage does")
     check.set_defaults(func=_data_check, parser=check)
+    exclude = data.add_parser(
+        "exclude", help="add record ids (from data/clean/*.jsonl or metrics/hardest.jsonl) to "
+        "the exclusion list the clean stage honours")
+    exclude.add_argument("ids", nargs="*", metavar="ID")
+    exclude.add_argument("--file", action="append", help="a file of ids, one a line (or a "
+                         "JSONL file such as metrics/hardest.jsonl: its `id` fields)")
+    exclude.add_argument("--list", default="data/exclude.txt", help="the exclusion list")
+    exclude.set_defaults(func=_data_exclude, parser=exclude)

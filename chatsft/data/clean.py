@@ -15,18 +15,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from chatsft.data.errors import Reject
 from chatsft.data.formats import detect_format, to_record
+from chatsft.data.ids import EXCLUDE_FILE, record_id, with_id
+from chatsft.data.mixing import Kept, Pool, mix
 from chatsft.data.report import SPLITS, SourceReport, build_report
 from chatsft.data.sources import RawRecord, SourceError, dump_json, expand, read_file
+from chatsft.data.system_prompts import SystemPrompts
 from chatsft.data.validate import ContentRules, clean_record, normalize
 from chatsft.errors import UserError
-from chatsft.params import DataParams, Source
+from chatsft.params import DataParams
 
 __all__ = [
     "SPLITS", "CleanError", "CleanResult", "Cleaner", "clean_records", "quarantine_lines",
@@ -46,16 +48,21 @@ class CleanResult:
     quarantine: list[dict]
     sources: dict[str, SourceReport]
     errors: list[str] = field(default_factory=list)  # sources that yielded nothing usable
+    extra: dict = field(default_factory=dict)  # the report's mixture and system_prompts
 
-    def records(self, split: str) -> list[dict]:
-        """The split's records as cleaned, without the `source` each line also carries."""
+    def records(self, split: str, ids: bool = False) -> list[dict]:
+        """The split's records as cleaned, without the `source` each line also carries, and
+        without their ids unless asked."""
         records = [json.loads(line) for line in self.splits[split]]
         for record in records:
             record.pop("source", None)
+            if not ids:
+                del record["id"]
         return records
 
     def report(self) -> dict:
-        return build_report(self.sources, {k: len(v) for k, v in self.splits.items()})
+        return build_report(self.sources, {k: len(v) for k, v in self.splits.items()}
+                            ) | self.extra
 
 
 def _hash(data: bytes, size: int = 16) -> bytes:
@@ -65,8 +72,9 @@ def _hash(data: bytes, size: int = 16) -> bytes:
 class Cleaner:
     """Cleans records one at a time and remembers what it kept, to find duplicates."""
 
-    def __init__(self, params: DataParams) -> None:
+    def __init__(self, params: DataParams, excluded: frozenset[str] = frozenset()) -> None:
         self.rules = ContentRules.from_params(params)
+        self.excluded = excluded
         self.allow_tools = params.tool_calls == "keep"
         self.near_duplicates = params.near_duplicates
         self.seed = f"{params.seed}\x00".encode()
@@ -86,8 +94,8 @@ class Cleaner:
             return "validation"
         return "train"
 
-    def clean(self, rec: RawRecord, fmt: str, report: SourceReport) -> tuple[bytes, str]:
-        """The output line and split of one raw record, or raise Reject."""
+    def clean(self, rec: RawRecord, fmt: str, report: SourceReport) -> tuple[bytes, str, str]:
+        """The output line (without id), split and id of one raw record, or raise Reject."""
         if rec.error is not None:
             raise Reject(*rec.error)
         if isinstance(rec.value, dict):
@@ -104,6 +112,9 @@ class Cleaner:
         except UnicodeEncodeError:
             raise Reject("lone surrogate", "an unpaired UTF-16 surrogate outside message "
                                            "content (role, tools or tool calls)") from None
+        rid = record_id(line)
+        if rid in self.excluded:
+            raise Reject("excluded by user", f"id {rid} is listed in {EXCLUDE_FILE}")
         first = self.seen_exact.get(line)
         if first is not None:
             raise Reject("duplicate", f"same as {first}")
@@ -130,7 +141,7 @@ class Cleaner:
                 raise Reject("near duplicate", f"same as {first} after normalization")
             self.seen_near[near] = f"{rec.source} {rec.locator}"
         self.seen_exact[line] = f"{rec.source} {rec.locator}"
-        return line, self.split_of(user)
+        return line, self.split_of(user), rid
 
 
 def _quarantine_entry(rec: RawRecord, reason: str, detail: str) -> dict:
@@ -138,43 +149,23 @@ def _quarantine_entry(rec: RawRecord, reason: str, detail: str) -> dict:
             "text": rec.original()}
 
 
-def _select(kept: list[tuple[bytes, str, SourceReport]], source: Source, seed: int,
-            splits: dict[str, list[bytes]]) -> None:
-    """Apply a source's max_samples, then its weight (train only: validation and test keep
-    the natural mix), deterministically."""
-    if source.max_samples is not None and len(kept) > source.max_samples:
-        rng = random.Random(f"{seed}:sample:{source.path}")
-        chosen = set(rng.sample(range(len(kept)), source.max_samples))
-        for i, (_, _, report) in enumerate(kept):
-            if i not in chosen:
-                report.unsampled += 1
-                report.kept -= 1
-        kept = [k for i, k in enumerate(kept) if i in chosen]
-    rng = random.Random(f"{seed}:weight:{source.path}")
-    whole, frac = int(source.weight), source.weight - int(source.weight)
-    for line, split, report in kept:
-        copies = 1
-        if split == "train" and source.weight != 1:
-            copies = whole + (rng.random() < frac)
-            if copies == 0:
-                report.unsampled += 1
-                report.kept -= 1
-        splits[split].extend([line] * copies)
-        report.written[split] += copies
-
-
-def clean_records(params: DataParams, *, strict: bool = True) -> CleanResult:
-    """Validate, deduplicate and split every configured source.
+def clean_records(params: DataParams, *, strict: bool = True,
+                  excluded: frozenset[str] = frozenset()) -> CleanResult:
+    """Validate, deduplicate, split and mix every configured source.
 
     With `strict` (the stage), a source that holds no record or loses every one raises
-    CleanError; otherwise (`data check`) that is listed in `CleanResult.errors`."""
-    cleaner = Cleaner(params)
+    CleanError; otherwise (`data check`) that is listed in `CleanResult.errors`. Records whose
+    id is in `excluded` are quarantined (`excluded by user`)."""
+    cleaner = Cleaner(params, excluded)
+    system = SystemPrompts(params.system_prompts, cleaner.rules, params.seed)
+    pools: list[Pool] = []
     splits: dict[str, list[bytes]] = {s: [] for s in SPLITS}
     quarantine: list[dict] = []
     reports: dict[str, SourceReport] = {}
     errors: list[str] = []
-    for source in params.sources():
-        kept: list[tuple[bytes, str, SourceReport]] = []
+    for index, source in enumerate(params.sources()):
+        pool = Pool(index, source)
+        pools.append(pool)
         tag = source_tag(source.path)
         for path in expand(source.path):
             name = str(path)
@@ -184,21 +175,24 @@ def clean_records(params: DataParams, *, strict: bool = True) -> CleanResult:
             for rec in read_file(path):
                 report.read += 1
                 try:
-                    line, split = cleaner.clean(rec, source.format, report)
+                    line, split, rid = cleaner.clean(rec, source.format, report)
                 except Reject as r:
                     report.quarantined += 1
                     report.by_reason[r.reason] += 1
                     quarantine.append(_quarantine_entry(rec, r.reason, r.detail))
                     continue
                 report.kept += 1
-                kept.append((line[:-1] + tag, split, report))
+                line = system.apply(with_id(line, rid), rid)
+                pool.kept.append(Kept(line[:-1] + tag, split, report))
             problem = _emptiness(name, report)
             if problem and strict:
                 raise CleanError(problem)
             if problem:
                 errors.append(problem)
-        _select(kept, source, params.seed, splits)
-    return CleanResult(splits, quarantine, reports, errors)
+    extra = {"mixture": mix(pools, params, splits)}
+    if params.system_prompts:
+        extra["system_prompts"] = system.report()
+    return CleanResult(splits, quarantine, reports, errors, extra)
 
 
 def source_tag(name: str) -> bytes:

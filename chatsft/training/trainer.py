@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
 
-from chatsft.loss import IGNORE, chunk_rows, chunked_causal_lm_loss
+from chatsft.loss import IGNORE, chunked_causal_lm_loss, chunked_token_losses
 from chatsft.training.sharding import drop_tied_copies
 from chatsft.training.sources import SourceTotals
 
@@ -166,12 +166,8 @@ def _row_losses(trainer: SFTTrainer, out, labels: torch.Tensor):
     if trainer.chunked_loss:
         weight = trainer._base_model().get_output_embeddings().weight
         hidden = out.hidden_states[-1][:, :-1][keep].to(weight.dtype)
-        rows, kept_targets = keep.nonzero()[:, 0], targets[keep]
-        step = chunk_rows(weight.shape[0], weight.device)  # the training loss's memory bound
-        for start in range(0, len(rows), step):
-            logits = (hidden[start:start + step] @ weight.T).float()
-            loss = F.cross_entropy(logits, kept_targets[start:start + step], reduction="none")
-            sums.index_add_(0, rows[start:start + step], loss.double())
+        losses = chunked_token_losses(hidden, weight, targets[keep])
+        sums.index_add_(0, keep.nonzero()[:, 0], losses.double())
     else:
         logits = out.logits[:, :-1].float()
         loss = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE,

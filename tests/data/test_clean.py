@@ -125,8 +125,8 @@ def test_written_files_are_the_splits_and_quarantine_and_read_back(clean, tmp_pa
         # each record names its data.raw entry (for the loss per source), after its content
         assert all(list(r)[-1] == "source" and r.pop("source") == str(tmp_path / "raw.jsonl")
                    for r in rows)
-        assert rows == result.records(split)
-        back += rows
+        assert rows == result.records(split, ids=True)
+        back += result.records(split)
     assert sorted(map(json.dumps, back)) == sorted(map(json.dumps, records))
     q = [json.loads(x) for x in (out / "quarantine.jsonl").read_text().splitlines()]
     assert q == [{"source": str(tmp_path / "raw.jsonl"), "where": "line 21",
