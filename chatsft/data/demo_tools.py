@@ -98,16 +98,18 @@ def _city(rng: random.Random, lang: str, avoid: str | None = None) -> str:
 def _request(rng: random.Random, lang: str, name: str, previous: dict | None
              ) -> tuple[dict, dict]:
     """Fill-ins for the question and the call's arguments; a follow-up changes one value."""
+    # String arguments appear in the question quoted as the call writes them ("Paris",
+    # "USD"): the scratch tokenizer turns ` Paris` and `"Paris` into different tokens, and a
+    # model this small learns to copy a token, not to map one to another.
     if name in ("get_weather", "get_time"):
         city = _city(rng, lang, previous and previous["city"])
-        return {"city": city}, {"city": city}
+        return {"city": f'"{city}"'}, {"city": city}
     if name == "convert_currency":
         src, dst = (previous["from"], previous["to"]) if previous else rng.sample(
             sorted(CURRENCIES), 2)
         amount = rng.choice([n for n in (5, 10, 20, 50, 100, 200, 500)
                              if not previous or n != previous["amount"]])
-        names = {code: CURRENCIES[code][0 if lang == "en" else 1] for code in (src, dst)}
-        return ({"amount": amount, "src": names[src], "dst": names[dst]},
+        return ({"amount": amount, "src": f'"{src}"', "dst": f'"{dst}"'},
                 {"amount": amount, "from": src, "to": dst})
     minutes = rng.choice([m for m in (1, 2, 3, 5, 10, 15, 20, 25, 30, 45, 60)
                           if not previous or m != previous["minutes"]])

@@ -73,14 +73,20 @@ def test_calls_follow_from_the_question_and_answers_from_the_result(records):
             name, args = call["function"]["name"], call["function"]["arguments"]
             assert name in declared and set(args) == set(
                 TOOLS[name]["function"]["parameters"]["required"])
+            # String arguments are quoted in the question exactly as the call writes them:
+            # the scratch tokenizer makes ` Paris` and `"Paris` different tokens, and the
+            # tiny model learns to copy a token, not to map one to another (without the
+            # quotes, exact arguments on the default test split were 0.31).
             if "city" in args:
-                assert args["city"] in question and args["city"] in answer
+                city = args["city"]
+                assert json.dumps(city, ensure_ascii=False) in question and city in answer
                 assert result["city"] == args["city"]
             elif name == "convert_currency":
                 assert str(args["amount"]) in question
-                src, dst = (CURRENCIES[args[k]][0 if lang == "en" else 1] for k in ("from", "to"))
+                src, dst = (json.dumps(args[k]) for k in ("from", "to"))
                 first = next(calls_and_results(record))[0]  # a follow-up keeps the target
                 assert src in question and first.index(src) < first.index(dst)
+                assert args["from"] in answer and args["to"] in answer
                 assert result["result"] == round(args["amount"] * CURRENCIES[args["from"]][2]
                                                  / CURRENCIES[args["to"]][2], 2)
                 assert str(result["result"]) in answer
