@@ -75,8 +75,9 @@ def plan(s: parts.Setup, skip: set[str]) -> list[tuple[str, object]]:
         ("lora", lambda: parts.run_train(s, "lora", method="lora")),
         ("qlora", lambda: _needs_gpu(s, "qlora", "QLoRA" in skip)
          or parts.run_train(s, "qlora", method="qlora")),
-        ("zero2", lambda: _skipped("zero2", "deepspeed is not installed") if "ZeRO-2" in skip
-         else parts.zero2(s)),
+        # The dry run's zero2 worker runs plain (no DeepSpeed), so it needs no deepspeed.
+        ("zero2", lambda: _skipped("zero2", "deepspeed is not installed")
+         if "ZeRO-2" in skip and s.cuda else parts.zero2(s)),
         ("generation", lambda: parts.generation(s)),
     ]
     if "flash attention" in skip and s.cuda:

@@ -50,8 +50,8 @@ def hardest_run(params) -> tuple[float, dict]:
     t, m = params.tokenize, params.model
     tokenizer = load_tokenizer(SFT)
     model = load_for_inference(SFT, m.dtype, m.device_map, m.attn_implementation)
-    encoder = ChatEncoder(tokenizer, train_on=t.train_on, ignore_index=t.ignore_index,
-                          max_length=t.max_length, train_reasoning=t.train_on_reasoning,
+    encoder = ChatEncoder(tokenizer, train_on=t.train_on, max_length=t.max_length,
+                          train_reasoning=t.train_on_reasoning,
                           mask_empty_think=t.mask_empty_think)
     records = read_jsonl(TRAIN)
     start = time.perf_counter()

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from chatsft.batching.packing import IGNORE
 from chatsft.cli import main
 from chatsft.data.ids import read_exclusions, record_id
 from chatsft.errors import UserError
@@ -26,7 +27,7 @@ def by_hand(model, encoder: ChatEncoder, record: dict) -> float:
         logp = torch.log_softmax(model(input_ids=torch.tensor([enc.input_ids])).logits[0]
                                  .double(), -1)
     losses = [-logp[t - 1, enc.labels[t]].item() for t in range(1, len(enc.labels))
-              if enc.labels[t] != encoder.ignore_index]
+              if enc.labels[t] != IGNORE]
     return sum(losses) / len(losses)
 
 
