@@ -81,17 +81,22 @@ def _real_tokenizer():
     return AutoTokenizer.from_pretrained(spec.submodule_search_locations[0] + "/tokenizer_files")
 
 
+def _zh_en_demo(tmp_path: Path) -> tuple[Path, Path]:
+    """The demo conversations without tools, as a Chinese and an English source file."""
+    lines = [x for x in (ROOT / "data/demo.jsonl").read_text(encoding="utf-8").splitlines()
+             if '"tool_calls"' not in x]
+    zh = [x for x in lines if CJK.search(json.loads(x)["messages"][-1]["content"])]
+    en = [x for x in lines if x not in set(zh)]
+    return (write_lines(tmp_path / "zh.jsonl", [x.encode() for x in zh]),
+            write_lines(tmp_path / "en.jsonl", [x.encode() for x in en]))
+
+
 def test_token_estimate_against_a_real_tokenizer_on_the_demo_data(tmp_path):
     """Chinese and English demo conversations (without tools) mixed 30/70 by estimated
     tokens: the share of Qwen2.5 tokens (assistant text plus <|im_end|>, what ChatML
     supervises) is 0.289 (measured), within 1.5 points: the estimate counts a Chinese
     character as a token, where Qwen2.5 often merges two."""
-    lines = [x for x in (ROOT / "data/demo.jsonl").read_text(encoding="utf-8").splitlines()
-             if '"tool_calls"' not in x]
-    zh = [x for x in lines if CJK.search(json.loads(x)["messages"][-1]["content"])]
-    en = [x for x in lines if x not in set(zh)]
-    a = write_lines(tmp_path / "zh.jsonl", [x.encode() for x in zh])
-    b = write_lines(tmp_path / "en.jsonl", [x.encode() for x in en])
+    a, b = _zh_en_demo(tmp_path)
     params = DataParams(raw=[{"path": str(a), "ratio": 0.3}, {"path": str(b), "ratio": 0.7}],
                         ratio_unit="tokens")
     result = clean_records(params)
@@ -117,12 +122,7 @@ def test_ratio_in_tokens_counted_by_the_real_tokenizer_lands_within_one_percent(
     from chatsft.model.scratch import CHATML_TEMPLATE
     from chatsft.template import ChatEncoder
 
-    lines = [x for x in (ROOT / "data/demo.jsonl").read_text(encoding="utf-8").splitlines()
-             if '"tool_calls"' not in x]
-    zh = [x for x in lines if CJK.search(json.loads(x)["messages"][-1]["content"])]
-    en = [x for x in lines if x not in set(zh)]
-    a = write_lines(tmp_path / "zh.jsonl", [x.encode() for x in zh])
-    b = write_lines(tmp_path / "en.jsonl", [x.encode() for x in en])
+    a, b = _zh_en_demo(tmp_path)
     tok = _real_tokenizer()
     folder = tmp_path / "qwen"
     tok.save_pretrained(folder)
