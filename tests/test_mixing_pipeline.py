@@ -12,7 +12,8 @@ import pytest
 from tests.pipeline_clone import SMALL, clone_repo, ran, run, set_params, stale
 
 CJK = re.compile("[\u4e00-\u9fff]")
-DOWNSTREAM_OF_CLEAN = {"clean", "base", "tokenize", "train", "evaluate", "hardest", "predict"}
+DOWNSTREAM_OF_CLEAN = {"clean", "base", "tokenize", "train", "evaluate", "evaluate_base",
+                       "hardest", "predict"}
 
 
 def _shares(repo) -> dict[str, float]:

@@ -18,8 +18,9 @@ from chatsft.io import write_json
 from chatsft.modeling import load_tokenizer
 from chatsft.template_kwargs import USED_FILE, stamp_used
 from chatsft.training.data import load_splits
-from chatsft.training.launch import launch_command, relaunch
+from chatsft.training.launch import die_with_launcher, launch_command, relaunch
 from chatsft.training.run import run_training
+from chatsft.training.sharding import check_sharding_device
 
 SECTIONS = ("train", "tokenize", "model")
 
@@ -38,6 +39,9 @@ def run(params: Params, layout: Layout) -> dict:
 
 def train_here(params: Params, layout: Layout) -> dict:
     """This process's part of the training (all of it without a launch)."""
+    # In each launched process too: a manual `accelerate launch` of an FSDP/ZeRO config on
+    # CPU is refused here, and the CPU FSDP verification mode is switched on here.
+    check_sharding_device(params.train.distributed)
     tokenizer = load_tokenizer(layout.base, trust_remote_code=params.model.trust_remote_code)
     stamp_used(tokenizer, layout.tokenized / USED_FILE)  # the model renders as tokenize did
     summary = run_training(params, layout.base, load_splits(layout.tokenized), tokenizer,
@@ -50,6 +54,7 @@ def train_here(params: Params, layout: Layout) -> dict:
 
 @user_errors_exit
 def main() -> None:
+    die_with_launcher()
     layout = Layout.from_arg(sys.argv[1])
     train_here(load_params(layout.params, require=SECTIONS), layout)
 

@@ -8,7 +8,9 @@ set by accelerate or torchrun) just trains.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +57,21 @@ def relaunch(cmd: list[str]) -> None:
     """Run the launch and exit with its status."""
     print("train: launching " + " ".join(cmd), flush=True)
     raise SystemExit(subprocess.call(cmd))
+
+
+def die_with_launcher() -> None:
+    """In a launched process: be killed when the launcher dies (Linux).
+
+    torch's elastic agent starts each rank in a session of its own, so a SIGKILL of the
+    launching command's process group (a user's `kill -9`, a killed `dvc repro`) leaves the
+    ranks running as orphans: measured, they trained to the end and then emptied
+    models/checkpoints while the next `dvc repro` was starting to resume from it. With the
+    parent-death signal, the ranks die with the agent, as they would with a node.
+    """
+    if not in_launched_process() or not sys.platform.startswith("linux"):
+        return
+    launcher = os.getppid()
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != launcher:  # the launcher died before the signal was set
+        os._exit(1)
