@@ -63,6 +63,7 @@ METRICS = {  # key: table label
 # -- setup (parent process) -----------------------------------------------------------------
 
 def setup(sources: list[Path], workdir: Path, max_length: int) -> dict:
+    from chatsft.chat_template.encoder import ChatEncoder
     from chatsft.data.clean import clean_records
     from chatsft.io import write_json, write_jsonl
     from chatsft.model.scratch import (
@@ -71,7 +72,6 @@ def setup(sources: list[Path], workdir: Path, max_length: int) -> dict:
         train_tokenizer,
     )
     from chatsft.params import DataParams, ScratchModel, Source
-    from chatsft.template import ChatEncoder
 
     params = DataParams(raw=[Source(path=str(p)) for p in sources], validation_fraction=0.0,
                         test_fraction=0.0)

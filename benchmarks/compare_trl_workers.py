@@ -75,9 +75,9 @@ def instrumented(trainer_cls: type) -> type:
 def run_chatsft(args: argparse.Namespace, workdir: Path) -> None:
     from datasets import DatasetDict
 
-    from chatsft.modeling import load_tokenizer
+    from chatsft.chat_template.encoder import ChatEncoder
+    from chatsft.model.load import load_tokenizer
     from chatsft.params import Params, TokenizeParams, TrainParams
-    from chatsft.template import ChatEncoder
     from chatsft.tokenize_data import tokenize_all
     from chatsft.training import run
 
@@ -123,8 +123,8 @@ def run_trl(args: argparse.Namespace, workdir: Path) -> None:
     from trl import SFTConfig, SFTTrainer
 
     from chatsft.io import read_jsonl
+    from chatsft.model.load import load_model, load_tokenizer
     from chatsft.model.scratch import CHATML_GENERATION_TEMPLATE
-    from chatsft.modeling import load_model, load_tokenizer
 
     torch.set_num_threads(args.threads)
     base = workdir / "base"
@@ -172,9 +172,9 @@ def heldout_loss(model, workdir: Path, max_length: int) -> float:
     import torch
     import torch.nn.functional as F
 
+    from chatsft.chat_template.encoder import ChatEncoder
     from chatsft.io import read_jsonl
-    from chatsft.modeling import load_tokenizer
-    from chatsft.template import ChatEncoder
+    from chatsft.model.load import load_tokenizer
 
     encoder = ChatEncoder(load_tokenizer(workdir / "base"), max_length=max_length)
     total, count = 0.0, 0

@@ -28,16 +28,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from chatsft.chat_template.encoder import ChatEncoder  # noqa: E402
 from chatsft.evaluation.run import split_prompt  # noqa: E402
-from chatsft.generation import (  # noqa: E402
+from chatsft.inference.generation import (  # noqa: E402
     generate_replies,
     load_for_inference,
     top2_margin,
 )
 from chatsft.io import read_jsonl  # noqa: E402
-from chatsft.modeling import load_tokenizer  # noqa: E402
+from chatsft.model.load import load_tokenizer  # noqa: E402
 from chatsft.params import GenerationParams  # noqa: E402
-from chatsft.template import ChatEncoder  # noqa: E402
 
 
 def build_pipeline_model(work: Path) -> tuple[Path, Path]:

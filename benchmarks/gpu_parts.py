@@ -54,9 +54,9 @@ def build_base(s: Setup) -> Path:
     from datasets import DatasetDict
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
+    from chatsft.chat_template.encoder import ChatEncoder
     from chatsft.data.demo import generate_demo
     from chatsft.model.scratch import train_tokenizer
-    from chatsft.template import ChatEncoder
     from chatsft.tokenize_data import to_dataset, tokenize_split
 
     base = s.work / "models" / "base"
@@ -92,7 +92,7 @@ def train_params(s: Setup, **train):
 
 def run_train(s: Setup, name: str, **train) -> dict:
     """chatsft's own training run (run_training, as the train stage calls it)."""
-    from chatsft.modeling import load_tokenizer
+    from chatsft.model.load import load_tokenizer
     from chatsft.training.data import load_splits
     from chatsft.training.run import run_training
 
@@ -146,7 +146,7 @@ def memory_model(s: Setup, measured: dict) -> dict:
 def attention_equality(s: Setup) -> dict:
     """Loss and gradients on packed rows: flash-attn varlen vs SDPA (bf16, GPU), or on CPU
     chatsft's per-sample SDPA (sdpa_varlen) vs SDPA with a block mask (fp32)."""
-    from chatsft.modeling import load_model
+    from chatsft.model.load import load_model
     from chatsft.training.data import collator_for, load_splits, make_rows
 
     base = build_base(s)
@@ -182,8 +182,8 @@ def attention_equality(s: Setup) -> dict:
 def generation(s: Setup) -> dict:
     """The evaluate stage's batched generation: generated tokens per second."""
     from chatsft.data.demo import generate_demo
-    from chatsft.generation import generate_replies
-    from chatsft.modeling import load_model, load_tokenizer
+    from chatsft.inference.generation import generate_replies
+    from chatsft.model.load import load_model, load_tokenizer
     from chatsft.params import GenerationParams
 
     base = build_base(s)

@@ -32,12 +32,12 @@ from pathlib import Path
 
 import torch
 
+from chatsft.chat_template.encoder import ChatEncoder
 from chatsft.evaluation.hardest import hardest
-from chatsft.generation import load_for_inference
+from chatsft.inference.generation import load_for_inference
 from chatsft.io import read_jsonl, write_json
-from chatsft.modeling import load_tokenizer
+from chatsft.model.load import load_tokenizer
 from chatsft.params import load_params
-from chatsft.template import ChatEncoder
 from chatsft.training.data import load_splits, split_rows
 from chatsft.training.run import run_training
 

@@ -156,7 +156,7 @@ def timed(fn, repeats: int):
 # -- workers --------------------------------------------------------------------------------
 
 def chatsft_worker(sets: dict, num_proc: int, repeats: int, profile: bool) -> dict:
-    from chatsft.template import ChatEncoder
+    from chatsft.chat_template.encoder import ChatEncoder
     from chatsft.tokenize_data import to_dataset, tokenize_split
 
     tokenizer = qwen_tokenizer()

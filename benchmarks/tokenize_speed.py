@@ -19,10 +19,10 @@ import os
 import pstats
 import time
 
+from chatsft.chat_template.encoder import ChatEncoder
 from chatsft.io import read_jsonl
 from chatsft.model.scratch import train_tokenizer
 from chatsft.params import load_params
-from chatsft.template import ChatEncoder
 from chatsft.tokenize_data import to_dataset, tokenize_split
 
 TARGET = 3_000

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from chatsft.modeling import load_model, load_tokenizer
+from chatsft.model.load import load_model, load_tokenizer
 from chatsft.params import load_params
 from chatsft.training.data import load_splits
 from chatsft.training.run import run_training

@@ -8,7 +8,7 @@
 - `chatml`: chatsft's own ChatML (`chatsft.model.scratch.CHATML_TEMPLATE`), the scratch model's.
 
 A template's special tokens are the `<|...|>` strings it writes; `needed_tokens` lists those a
-tokenizer lacks, which `chatsft.modeling` then adds (and the model's embeddings grow to fit).
+tokenizer lacks, which `chatsft.model.load` then adds (and the model's embeddings grow to fit).
 """
 
 from __future__ import annotations

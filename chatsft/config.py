@@ -13,9 +13,12 @@ from pathlib import Path
 
 from chatsft.params import Params, load_params, parse_params
 
-__all__ = ["SPLITS", "Layout", "Params", "load_params", "parse_params"]
+__all__ = ["EPOCH", "SPLITS", "Layout", "Params", "load_params", "parse_params"]
 
 SPLITS = ("train", "validation", "test")  # what clean writes, besides its quarantine
+# A training record's field and tokenized column: which epoch's draw it belongs to (from 0),
+# present only when clean drew each epoch apart (data.resample_each_epoch).
+EPOCH = "epoch"
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,10 @@ class DataParams(_Section):
         None, description="Tokenizer (hub id or folder) that counts the mixture's supervised "
         "tokens; null = the estimate (the only choice for the scratch model)."
     )
+    resample_each_epoch: bool = Field(
+        False, description="Draw the ratio/weight mixture afresh for each epoch (train.epochs "
+        "rounded up; seeds in metrics/clean.json); false = one draw for every epoch."
+    )
     system_prompts: list[str] = Field(
         [], description="System prompts given, one chosen by a hash of the record id, to "
         "conversations that have none."
@@ -111,6 +115,10 @@ class DataParams(_Section):
             if s.ratio is not None and "weight" in s.model_fields_set:
                 raise ValueError(f"raw[{i}]: ratio and weight are alternatives; set one of them")
         if all(r is None for r in ratios):
+            if self.resample_each_epoch and all(float(s.weight).is_integer()
+                                                for s in self.sources()):
+                raise ValueError("resample_each_epoch: no source has a ratio or a fractional "
+                                 "weight, so every epoch would draw the same records")
             return self
         missing = [f"raw[{i}].ratio" for i, r in enumerate(ratios) if r is None]
         if missing:

@@ -9,6 +9,7 @@ which cannot start with a broken lock file).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterable
@@ -23,6 +24,7 @@ from chatsft.io import remove_stale_temporaries
 from chatsft.params import Params, load_params
 
 LOCK = "dvc.lock"
+MD5 = re.compile(r"[0-9a-f]{32}(\.dir)?")
 
 
 class BrokenLockError(UserError):
@@ -65,9 +67,14 @@ def lock_problem(lock: str | Path = LOCK) -> str | None:
         return "it lists no stage"
     for name, stage in data["stages"].items():
         for entry in stage.get("deps", []) + stage.get("outs", []):
-            # Cut short inside an entry: its hash (`hash: md5` names the key) is missing.
-            if entry.get("hash", "md5") not in entry:
+            # Cut short inside an entry: its hash (`hash: md5` names the key) is missing, or
+            # cut inside, where YAML may read what is left of it as a number.
+            value = entry.get(entry.get("hash", "md5"))
+            if value is None:
                 return f"stage {name}: {entry['path']} has no hash"
+            if not isinstance(value, str) or (entry.get("hash", "md5") == "md5"
+                                              and not MD5.fullmatch(value)):
+                return f"stage {name}: {entry['path']} has a cut-short hash ({value})"
     return None
 
 

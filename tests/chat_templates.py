@@ -121,7 +121,7 @@ def _llama3() -> PreTrainedTokenizerFast:
         tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
         chat_template=LLAMA3_TEMPLATE, model_max_length=1_000_000,
     )
-    out.pad_token = out.eos_token  # as chatsft.modeling does for tokenizers without a pad
+    out.pad_token = out.eos_token  # as chatsft.model.load does for tokenizers without a pad
     return out
 
 

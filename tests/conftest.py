@@ -58,7 +58,7 @@ def tiny_model_dir(tmp_path_factory, chatml_tokenizer, tiny_sizes) -> Path:
 @pytest.fixture()
 def tiny_model(tiny_model_dir):
     """A fresh copy of the tiny model for each test (tests may train it)."""
-    from chatsft.modeling import load_model
+    from chatsft.model.load import load_model
 
     return load_model(tiny_model_dir)
 

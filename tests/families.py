@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
+from chatsft.chat_template.encoder import ChatEncoder
 from chatsft.data.errors import Reject
 from chatsft.data.formats import to_record
-from chatsft.modeling import apply_chat_template_choice
-from chatsft.template import ChatEncoder
+from chatsft.model.load import apply_chat_template_choice
 from tests.conftest import REAL_DATA
 from tests.family_templates import CHATML_MARKED, LLAMA31_MARKED, QWEN3_MARKED, QWEN25_MARKED
 from tests.test_template import runs

@@ -310,7 +310,7 @@ LLAMA31_MARKED = r"""{{- bos_token }}
 """
 
 # chatsft's ChatML has Qwen2.5's tool sections (without its default system prompt); its marked
-# twin is built with it (`chatsft.modeling`), and a test checks both render the same.
+# twin is built with it (`chatsft.model.load`), and a test checks both render the same.
 CHATML_MARKED = CHATML_GENERATION_TEMPLATE
 
 LLAMA32_DATE_TEMPLATE = r"""{{- bos_token }}

@@ -51,7 +51,7 @@ MUTATIONS = [
     Mutation(
         "eot-not-supervised",
         "the end-of-turn token that closes a reply is supervised",
-        "chatsft/template.py",
+        "chatsft/chat_template/masks.py",
         "            if ids[k] in self.control_ids:\n                return k + 1\n",
         "            if ids[k] in self.control_ids:\n                return k\n",
         ("tests/test_template.py::test_end_of_turn_is_supervised_when_pad_equals_eos",
@@ -70,7 +70,7 @@ MUTATIONS = [
     Mutation(
         "packed-attend-across-per-sample",
         "packed samples never attend to each other (sdpa_varlen, one SDPA call per sample)",
-        "chatsft/attention.py",
+        "chatsft/model/attention.py",
         "        cuts = row.nonzero().view(-1).tolist() + [length]\n",
         "        cuts = [0, length]  # one causal call over the whole packed row\n",
         (f"{PACKED}[sdpa_varlen-False-per-sample]", f"{PACKED}[sdpa_varlen-True-per-sample]",
@@ -79,7 +79,7 @@ MUTATIONS = [
     Mutation(
         "packed-attend-across-masked",
         "packed samples never attend to each other (sdpa_varlen, masked call for short samples)",
-        "chatsft/attention.py",
+        "chatsft/model/attention.py",
         "        mask = (seq[:, :, None] == seq[:, None, :]).tril()[:, None]\n",
         "        mask = torch.ones_like(seq[:, :, None] == seq[:, None, :]).tril()[:, None]\n",
         (f"{PACKED}[sdpa_varlen-False-masked]", f"{PACKED}[sdpa_varlen-True-masked]",

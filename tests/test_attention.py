@@ -6,12 +6,12 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from chatsft import attention
-from chatsft.attention import NAME, supports_varlen_sdpa, varlen_sdpa_attention
 from chatsft.batching.collate import Collator
 from chatsft.batching.packing import pack_rows
-from chatsft.modeling import attention_implementation
-from chatsft.template import ChatEncoder
+from chatsft.chat_template.encoder import ChatEncoder
+from chatsft.model import attention
+from chatsft.model.attention import NAME, supports_varlen_sdpa, varlen_sdpa_attention
+from chatsft.model.load import attention_implementation
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from chatsft.chat import ChatSession, run_chat
-from chatsft.generation import load_for_inference
-from chatsft.modeling import load_tokenizer
+from chatsft.chat_template.encoder import ChatEncoder
+from chatsft.inference.chat import ChatSession, run_chat
+from chatsft.inference.generation import load_for_inference
+from chatsft.model.load import load_tokenizer
 from chatsft.params import GenerationParams
-from chatsft.template import ChatEncoder
 from tests.test_generation import prompt_end, words
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -179,7 +179,7 @@ def test_fixed_reply_through_evaluate_predict_and_chat(family_repo):
 def test_models_sft_renders_and_stops_like_plain_transformers(family_repo):
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-    from chatsft.template import ChatEncoder
+    from chatsft.chat_template.encoder import ChatEncoder
     from chatsft.template_kwargs import saved_kwargs
 
     name, repo = family_repo

@@ -13,7 +13,7 @@ import re
 import pytest
 
 from chatsft.data.formats import to_record
-from chatsft.generation import decode_reply
+from chatsft.inference.generation import decode_reply
 from tests.families import (
     FAMILIES,
     IGNORE,

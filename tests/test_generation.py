@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from chatsft.generation import (
+from chatsft.chat_template.encoder import ChatEncoder
+from chatsft.inference.generation import (
     PromptTooLong,
     fit_prompt,
     generate_replies,
@@ -13,9 +14,8 @@ from chatsft.generation import (
     stop_token_ids,
     top2_margin,
 )
-from chatsft.modeling import load_tokenizer
+from chatsft.model.load import load_tokenizer
 from chatsft.params import GenerationParams
-from chatsft.template import ChatEncoder
 
 USER = [{"role": "user", "content": "Say something."}]
 

@@ -66,3 +66,13 @@ def test_ratios_hardest_and_exclusions_through_dvc(tmp_path):
     quarantine = [json.loads(x) for x in (repo / "data/clean/quarantine.jsonl").open()]
     assert [q["reason"] for q in quarantine if top in q["detail"]] == ["excluded by user"]
     assert top not in {json.loads(x)["id"] for x in (repo / "data/clean/train.jsonl").open()}
+
+    # One draw per epoch: train.epochs is a dependency of clean, which records each seed.
+    set_params(repo, {"data": {"resample_each_epoch": True}, "train": {"epochs": 3}})
+    assert stale(repo) == {"clean", "train"}
+    run(["dvc", "repro"], repo)
+    epochs = json.loads((repo / "metrics/clean.json").read_text())["mixture"]["epochs"]
+    assert [e["seed"] for e in epochs] == ["42", "42/epoch2", "42/epoch3"]
+    assert all(abs(e["sources"]["data/zh.jsonl"]["share_conversations"] - 0.5) < 0.01
+               for e in epochs)
+    assert json.loads((repo / "metrics/train.json").read_text())["epoch_draws"] == 3

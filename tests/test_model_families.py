@@ -14,9 +14,9 @@ import pytest
 from transformers import AutoTokenizer
 
 import chatsft.template_kwargs
+from chatsft.chat_template.encoder import ChatEncoder
 from chatsft.chat_template.parts import UnsupportedRole
-from chatsft.modeling import ModelLoadError, apply_chat_template_choice
-from chatsft.template import ChatEncoder
+from chatsft.model.load import ModelLoadError, apply_chat_template_choice
 from tests.families import (
     FAMILIES,
     IGNORE,

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from chatsft.modeling import load_model, load_tokenizer, prepare_base
+from chatsft.model.load import load_model, load_tokenizer, prepare_base
 from chatsft.params import ModelParams, ScratchModel
 
 

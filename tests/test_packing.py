@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from chatsft import attention  # also registers sdpa_varlen
 from chatsft.batching.collate import Collator, varlen_offsets
 from chatsft.batching.packing import IGNORE, first_fit_decreasing, pack_rows, pack_stats
-from chatsft.template import ChatEncoder
+from chatsft.chat_template.encoder import ChatEncoder
+from chatsft.model import attention  # also registers sdpa_varlen
 
 
 def naive_ffd(lengths: list[int], capacity: int) -> list[list[int]]:

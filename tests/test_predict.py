@@ -8,9 +8,9 @@ import pytest
 
 from chatsft.cli import main
 from chatsft.data.formats import Reject
-from chatsft.generation import generate_replies, load_for_inference
+from chatsft.inference.generation import generate_replies, load_for_inference
+from chatsft.inference.predict import load_prompts
 from chatsft.params import GenerationParams
-from chatsft.predict import load_prompts
 from tests.test_generation import widen
 
 
@@ -49,8 +49,8 @@ def test_sharegpt_prompts_are_read_too(tmp_path):
 
 
 def test_prompts_keep_their_tools_and_may_end_with_a_tool_result(tmp_path, two_word_model):
-    from chatsft.modeling import load_tokenizer
-    from chatsft.predict import predict_file
+    from chatsft.inference.predict import predict_file
+    from chatsft.model.load import load_tokenizer
 
     tools = [{"type": "function", "function": {"name": "get_weather"}}]  # short: a tiny vocab
     call = {"type": "function", "function": {"name": "get_weather",

@@ -10,6 +10,7 @@ import json
 import pytest
 from transformers.utils.chat_template_utils import _compile_jinja_template
 
+from chatsft.chat_template.encoder import ChatEncoder
 from chatsft.data.demo_tools import tool_conversations
 from chatsft.model.scratch import (
     CHATML_GENERATION_TEMPLATE,
@@ -18,7 +19,6 @@ from chatsft.model.scratch import (
     tokenizer_texts,
     train_tokenizer,
 )
-from chatsft.template import ChatEncoder
 from tests.chat_templates import QWEN25_TEMPLATE
 
 IGNORE = -100

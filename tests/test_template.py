@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatsft.template import (
+from chatsft.chat_template.encoder import (
     ChatEncoder,
     NoAssistantTurn,
     ParityError,

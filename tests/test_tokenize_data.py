@@ -6,15 +6,16 @@ import copy
 import json
 import os
 import re
+from pathlib import Path
 
 import pytest
 import yaml
 
+from chatsft.chat_template.encoder import ChatEncoder
 from chatsft.chat_template.parts import ParityError
 from chatsft.data.clean import clean_records
 from chatsft.mask_audit import audit_html
 from chatsft.params import DataParams, Params
-from chatsft.template import ChatEncoder
 from chatsft.tokenize_data import encode_all, to_dataset, tokenize_split
 from tests.chat_templates import llama3_tokenizer, qwen25_tokenizer
 from tests.conftest import REAL_DATA
@@ -85,18 +86,18 @@ def test_quarantine_and_stats(demo_records, chatml_tokenizer):
 
 
 class PidEncoder(ChatEncoder):
-    """Notes on every sample the process that encoded it."""
+    """Notes in `log` the process of every call (results come back from a worker as bytes)."""
+
+    log: Path
 
     def encode_records(self, records, fast=True):
-        results = super().encode_records(records, fast)
-        for res in results:
-            for enc in [] if isinstance(res, Exception) else res:
-                enc.pid = os.getpid()
-        return results
+        with open(self.log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return super().encode_records(records, fast)
 
 
 def test_num_proc_spreads_a_small_split_over_processes_with_identical_output(
-        demo_records, chatml_tokenizer):
+        demo_records, chatml_tokenizer, tmp_path):
     """A split under one chunk (1,024 records) still goes to every process, and the columns,
     quarantine and stats are the same as in one process."""
     long = {"messages": [{"role": "user", "content": "x " * 300},
@@ -104,8 +105,11 @@ def test_num_proc_spreads_a_small_split_over_processes_with_identical_output(
     base = demo_records * 2  # 800
     records = base[:300] + [long, TOOL_RECORD] + base[300:600]
     for num_proc, expected in ((1, {os.getpid()}), (2, None)):
-        results = encode_all(records, PidEncoder(chatml_tokenizer, max_length=128), num_proc)
-        pids = {e.pid for res in results if not isinstance(res, Exception) for e in res}
+        encoder = PidEncoder(chatml_tokenizer, max_length=128)
+        encoder.log = tmp_path / f"pids{num_proc}"
+        results = list(encode_all(records, encoder, num_proc))
+        assert len(results) == len(records)
+        pids = {int(x) for x in encoder.log.read_text().split()}
         assert pids == expected if expected else len(pids) == 2 and os.getpid() not in pids
     one, two = (tokenize_split(records, ChatEncoder(chatml_tokenizer, max_length=128), "train",
                                num_proc=n) for n in (1, 2))

@@ -1,4 +1,4 @@
-"""What `chatsft.template.ChatEncoder` works with: the errors that stop a record (raised;
+"""What `chat_template.encoder.ChatEncoder` works with: the errors that stop a record (raised;
 `encode_records` returns them in place of the record's samples), an encoded sample, the plan
 of a sample's text (units and their assistant turns) and the facts of a compiled template."""
 

@@ -19,7 +19,7 @@ def _side(path: str, data: list | None, args: argparse.Namespace) -> dict:
     if data is None:
         raise UserError(f"{path} is a model directory: --data must give the prompts")
     from chatsft.cli.infer import generation_params, load_model_and_tokenizer
-    from chatsft.generation import generate_replies
+    from chatsft.inference.generation import generate_replies
 
     model, tokenizer = load_model_and_tokenizer(path, args.dtype, args.device_map,
                                                     args.trust_remote_code)

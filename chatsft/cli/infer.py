@@ -64,8 +64,8 @@ def add_loading_args(parser: argparse.ArgumentParser) -> None:
 def load_model_and_tokenizer(path: str, dtype: str = "float32", device_map: str | None = None,
                              trust_remote_code: bool = False):
     """The model (eval mode, on the GPU if any) and its tokenizer; a UserError if unloadable."""
-    from chatsft.generation import load_for_inference
-    from chatsft.modeling import load_tokenizer
+    from chatsft.inference.generation import load_for_inference
+    from chatsft.model.load import load_tokenizer
 
     try:
         tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
@@ -83,8 +83,8 @@ def _load(args: argparse.Namespace):
 def _chat(args: argparse.Namespace) -> int:
     from transformers.utils.logging import disable_progress_bar
 
-    from chatsft.chat import ChatSession, run_chat
-    from chatsft.generation import context_size
+    from chatsft.inference.chat import ChatSession, run_chat
+    from chatsft.inference.generation import context_size
 
     try:
         import readline  # noqa: F401  (line editing and history for input())
@@ -103,8 +103,8 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from chatsft.inference.predict import check_strict, predict_file, summary
     from chatsft.io import check_output_kind, write_jsonl
-    from chatsft.predict import check_strict, predict_file, summary
 
     params = generation_params(args)
     check_output_kind(args.output_path, is_dir=False)  # before the model loads

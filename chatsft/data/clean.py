@@ -150,8 +150,9 @@ def _quarantine_entry(rec: RawRecord, reason: str, detail: str) -> dict:
 
 
 def clean_records(params: DataParams, *, strict: bool = True,
-                  excluded: frozenset[str] = frozenset()) -> CleanResult:
-    """Validate, deduplicate, split and mix every configured source.
+                  excluded: frozenset[str] = frozenset(), epochs: int = 1) -> CleanResult:
+    """Validate, deduplicate, split and mix every configured source (the training mixture
+    drawn once per epoch for `epochs` > 1: data.resample_each_epoch).
 
     With `strict` (the stage), a source that holds no record or loses every one raises
     CleanError; otherwise (`data check`) that is listed in `CleanResult.errors`. Records whose
@@ -189,7 +190,7 @@ def clean_records(params: DataParams, *, strict: bool = True,
                 raise CleanError(problem)
             if problem:
                 errors.append(problem)
-    extra = {"mixture": mix(pools, params, splits)}
+    extra = {"mixture": mix(pools, params, splits, epochs)}
     if params.system_prompts:
         extra["system_prompts"] = system.report()
     return CleanResult(splits, quarantine, reports, errors, extra)

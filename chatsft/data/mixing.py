@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from chatsft.config import EPOCH
 from chatsft.data.report import SourceReport
 from chatsft.errors import UserError
 from chatsft.params import DataParams, Source
@@ -101,9 +102,15 @@ def count_tokens(lines: list[bytes], tokenizer: PreTrainedTokenizerBase | None) 
     return [sum(next(lengths) + 1 for _ in turns) for turns in texts]
 
 
-def mix(pools: list[Pool], params: DataParams, splits: dict[str, list[bytes]]) -> dict:
+def mix(pools: list[Pool], params: DataParams, splits: dict[str, list[bytes]],
+        epochs: int = 1) -> dict:
     """Append every pool's records to `splits`, the training ones as many times as the mixture
-    says; count what was left out as unsampled. Returns the mixture report."""
+    says; count what was left out as unsampled. Returns the mixture report.
+
+    With `epochs` > 1 (data.resample_each_epoch) the training draw is made once per epoch,
+    epoch e+1 seeded by `epoch_seed`, and each training line says its epoch (`"epoch":e`, from
+    0), which tokenize keeps and train turns into one block of rows per epoch. Epoch 1 is the
+    draw made without resampling."""
     train: list[list[Kept]] = []
     for pool in pools:
         kept = _cap(pool, params.seed)
@@ -114,19 +121,41 @@ def mix(pools: list[Pool], params: DataParams, splits: dict[str, list[bytes]]) -
         train.append([k for k in kept if k.split == "train"])
     counter = load_counter(params.ratio_tokenizer) if params.ratio_tokenizer else None
     tokens = [count_tokens([k.line for k in records], counter) for records in train]
-    if any(p.source.ratio is not None for p in pools):
-        copies = _ratio_copies(pools, train, tokens, params)
-    else:
-        copies = [_weight_copies(p.source, len(t), params.seed) for p, t in zip(pools, train,
-                                                                                 strict=True)]
-    for records, counts in zip(train, copies, strict=True):
-        for k, c in zip(records, counts, strict=True):
-            if c == 0:
+    draws = [_draw(pools, train, tokens, params, epoch_seed(params.seed, e))
+             for e in range(epochs)]
+    for e, copies in enumerate(draws):
+        tag = b',"%s":%d}' % (EPOCH.encode(), e) if epochs > 1 else b"}"
+        for records, counts in zip(train, copies, strict=True):
+            for k, c in zip(records, counts, strict=True):
+                splits["train"].extend([k.line[:-1] + tag] * c)
+                k.report.written["train"] += c
+    for n, records in enumerate(train):
+        for i, k in enumerate(records):
+            if not any(copies[n][i] for copies in draws):
                 k.report.unsampled += 1
                 k.report.kept -= 1
-            splits["train"].extend([k.line] * c)
-            k.report.written["train"] += c
-    return mixture_report(pools, copies, tokens, params.ratio_unit, params.ratio_tokenizer)
+    total = [[sum(c) for c in zip(*per_record, strict=True)]
+             for per_record in zip(*draws, strict=True)]
+    report = mixture_report(pools, total, tokens, params.ratio_unit, params.ratio_tokenizer)
+    if epochs > 1:
+        report["epochs"] = [
+            {"epoch": e + 1, "seed": epoch_seed(params.seed, e)}
+            | {"sources": mixture_report(pools, copies, tokens, params.ratio_unit)["sources"]}
+            for e, copies in enumerate(draws)]
+    return report
+
+
+def epoch_seed(seed: int, epoch: int) -> str:
+    """The seed of an epoch's draw (from 0): the first epoch's is data.seed itself."""
+    return str(seed) if epoch == 0 else f"{seed}/epoch{epoch + 1}"
+
+
+def _draw(pools: list[Pool], train: list[list[Kept]], tokens: list[list[int]],
+          params: DataParams, seed: str) -> list[list[int]]:
+    """How many copies of each training record one draw (one epoch) takes."""
+    if any(p.source.ratio is not None for p in pools):
+        return _ratio_copies(pools, train, tokens, params.ratio_unit, seed)
+    return [_weight_copies(p.source, len(t), seed) for p, t in zip(pools, train, strict=True)]
 
 
 def _cap(pool: Pool, seed: int) -> list[Kept]:
@@ -143,7 +172,7 @@ def _cap(pool: Pool, seed: int) -> list[Kept]:
     return [k for i, k in enumerate(kept) if i in chosen]
 
 
-def _weight_copies(source: Source, n: int, seed: int) -> list[int]:
+def _weight_copies(source: Source, n: int, seed: str) -> list[int]:
     if source.weight == 1:
         return [1] * n
     rng = random.Random(f"{seed}:weight:{source.path}")
@@ -162,19 +191,19 @@ def _targets(shares: list[float], total: int) -> list[int]:
 
 
 def _ratio_copies(pools: list[Pool], train: list[list[Kept]], tokens: list[list[int]],
-                  params: DataParams) -> list[list[int]]:
+                  unit: str, seed: str) -> list[list[int]]:
     for pool, records in zip(pools, train, strict=True):
         if not records:
             raise UserError(f"data.raw[{pool.index}] ({pool.source.path}): no training records "
                             f"to draw its ratio {pool.source.ratio} from (all are quarantined, "
                             "unsampled or in validation/test)")
     shares = [p.source.ratio for p in pools]
-    by_tokens = params.ratio_unit == "tokens"
+    by_tokens = unit == "tokens"
     sizes = [sum(t) for t in tokens] if by_tokens else [len(r) for r in train]
     out = []
     for pool, size, target, toks in zip(pools, sizes, _targets(shares, sum(sizes)), tokens,
                                         strict=True):
-        rng = random.Random(f"{params.seed}:ratio:{pool.source.path}")
+        rng = random.Random(f"{seed}:ratio:{pool.source.path}")
         whole, rest = divmod(target, size)
         copies = [whole] * len(toks)
         if by_tokens:

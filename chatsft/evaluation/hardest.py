@@ -20,16 +20,16 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from chatsft.attention import VARLEN_KERNELS
 from chatsft.batching.collate import Collator
 from chatsft.batching.packing import IGNORE, first_fit_decreasing
+from chatsft.chat_template.encoder import ChatEncoder
 from chatsft.chat_template.render import attention_implementation
 from chatsft.errors import UserError
 from chatsft.evaluation.run import split_prompt
-from chatsft.generation import generate_replies
+from chatsft.inference.generation import generate_replies
 from chatsft.loss import chunked_token_losses
+from chatsft.model.attention import VARLEN_KERNELS
 from chatsft.params import GenerationParams
-from chatsft.template import ChatEncoder
 
 BATCH_TOKENS = 8192  # tokens per forward pass (rows of max_length)
 

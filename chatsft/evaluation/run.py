@@ -5,12 +5,12 @@ from __future__ import annotations
 from datasets import DatasetDict
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from chatsft.chat_template.encoder import ChatEncoder
 from chatsft.evaluation.metrics import compute_text_metrics, per_sample_scores
 from chatsft.evaluation.perplexity import nll_by_source, supervised_nll
 from chatsft.evaluation.tool_calls import judge, score_tool_calls, tool_turns
-from chatsft.generation import PromptTooLong, context_size, fit_prompt, generate_replies
+from chatsft.inference.generation import PromptTooLong, context_size, fit_prompt, generate_replies
 from chatsft.params import EvaluateParams
-from chatsft.template import ChatEncoder
 
 
 def split_prompt(messages: list[dict]) -> tuple[list[dict], str]:

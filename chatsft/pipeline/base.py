@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from chatsft.config import Layout, Params
-from chatsft.modeling import prepare_base
+from chatsft.model.load import prepare_base
 
 SECTIONS = ("model",)
 

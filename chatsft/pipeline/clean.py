@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from chatsft.config import Layout, Params
@@ -11,6 +12,7 @@ from chatsft.data.mixing import format_mixture
 from chatsft.data.report import format_report
 from chatsft.io import atomic_path, write_json
 
+# (and train.epochs, the number of draws, when data.resample_each_epoch is on)
 SECTIONS = ("data",)
 
 
@@ -19,7 +21,9 @@ def outputs(layout: Layout) -> list[Path]:
 
 
 def run(params: Params, layout: Layout) -> dict:
-    result = clean_records(params.data, excluded=frozenset(read_exclusions(layout.exclude)))
+    epochs = math.ceil(params.train.epochs) if params.data.resample_each_epoch else 1
+    result = clean_records(params.data, excluded=frozenset(read_exclusions(layout.exclude)),
+                           epochs=epochs)
     report = result.report()
     with atomic_path(layout.clean, is_dir=True) as tmp:
         write_clean(result, tmp)

@@ -12,9 +12,9 @@ from transformers import PreTrainedTokenizerBase
 
 from chatsft.config import Layout, Params
 from chatsft.evaluation.run import evaluate_model, worst_table
-from chatsft.generation import load_for_inference
+from chatsft.inference.generation import load_for_inference
 from chatsft.io import read_jsonl, write_json, write_jsonl, write_text
-from chatsft.modeling import load_tokenizer
+from chatsft.model.load import load_tokenizer
 
 SECTIONS = ("evaluate", "tokenize", "model")
 

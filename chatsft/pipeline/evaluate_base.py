@@ -11,7 +11,7 @@ from pathlib import Path
 
 from chatsft.config import Layout, Params
 from chatsft.io import write_json
-from chatsft.modeling import load_tokenizer
+from chatsft.model.load import load_tokenizer
 from chatsft.pipeline.evaluate import SECTIONS, score
 from chatsft.template_kwargs import USED_FILE, stamp_used
 

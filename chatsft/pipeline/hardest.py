@@ -7,12 +7,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from chatsft.chat_template.encoder import ChatEncoder
 from chatsft.config import Layout, Params
 from chatsft.evaluation.hardest import hardest, hardest_markdown
-from chatsft.generation import load_for_inference
+from chatsft.inference.generation import load_for_inference
 from chatsft.io import read_jsonl, write_jsonl, write_text
-from chatsft.modeling import load_tokenizer
-from chatsft.template import ChatEncoder
+from chatsft.model.load import load_tokenizer
 
 SECTIONS = ("hardest", "evaluate", "tokenize", "model")
 

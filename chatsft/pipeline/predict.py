@@ -6,10 +6,10 @@ import time
 from pathlib import Path
 
 from chatsft.config import Layout, Params
-from chatsft.generation import load_for_inference
+from chatsft.inference.generation import load_for_inference
+from chatsft.inference.predict import check_strict, predict_file, summary
 from chatsft.io import write_jsonl
-from chatsft.modeling import load_tokenizer
-from chatsft.predict import check_strict, predict_file, summary
+from chatsft.model.load import load_tokenizer
 
 SECTIONS = ("predict", "model")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from chatsft.config import SPLITS, Layout, Params
 from chatsft.io import write_json, write_text
 from chatsft.mask_audit import audit_html
-from chatsft.modeling import load_tokenizer
+from chatsft.model.load import load_tokenizer
 from chatsft.tokenize_data import write_tokenized
 
 SECTIONS = ("tokenize", "model")

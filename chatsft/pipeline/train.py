@@ -15,7 +15,7 @@ from pathlib import Path
 from chatsft.config import Layout, Params, load_params
 from chatsft.errors import user_errors_exit
 from chatsft.io import write_json
-from chatsft.modeling import load_tokenizer
+from chatsft.model.load import load_tokenizer
 from chatsft.template_kwargs import USED_FILE, stamp_used
 from chatsft.training.data import load_splits
 from chatsft.training.launch import die_with_launcher, launch_command, relaunch

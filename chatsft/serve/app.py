@@ -23,11 +23,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from chatsft.generation import PromptTooLong, context_size, fit_prompt, stop_token_ids
+from chatsft.chat_template.encoder import ChatEncoder
+from chatsft.inference.generation import PromptTooLong, context_size, fit_prompt, stop_token_ids
 from chatsft.serve.batcher import Batcher, Job
 from chatsft.serve.schema import ApiError, ChatRequest, parse_request
 from chatsft.serve.tools import BadRequest, split_reply, template_messages, template_tools
-from chatsft.template import ChatEncoder
 
 MAX_BODY = 4 << 20  # bytes
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import LogitsProcessor, StoppingCriteria
 
-from chatsft.generation import generation_config, left_pad
+from chatsft.inference.generation import generation_config, left_pad
 from chatsft.params import GenerationParams
 
 

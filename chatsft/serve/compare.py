@@ -69,7 +69,7 @@ def load_references(path: str) -> list[tuple[list[dict], str | None]]:
     gives everything before it and that turn (the test split); one ending with a user turn
     is a prompt without reference."""
     from chatsft.evaluation.run import split_prompt
-    from chatsft.predict import load_prompts
+    from chatsft.inference.predict import load_prompts
 
     prompts = load_prompts(path, with_reply=True)
     bad = next((p for p in prompts if p.error), None)

@@ -33,9 +33,11 @@ def resolve_precision(choice: str, cuda: bool | None = None) -> str:
 
 def training_arguments(
     params: TrainParams, output_dir: Path, precision: str, has_eval: bool,
-    trackers: dict | None = None,
+    trackers: dict | None = None, draws: int = 1,
 ) -> TrainingArguments:
-    """`trackers`: report_to and run_name (`trackers.tracker_arguments`); none by default."""
+    """`trackers`: report_to and run_name (`trackers.tracker_arguments`); none by default.
+    `draws`: how many epochs' draws the training rows hold one after the other
+    (data.resample_each_epoch), which one pass of Trainer covers."""
     cuda = torch.cuda.is_available()
     evaluate = "steps" if has_eval else "no"
     select_best = params.select_best and has_eval
@@ -43,7 +45,7 @@ def training_arguments(
         output_dir=str(output_dir),
         seed=params.seed,
         data_seed=params.seed,
-        num_train_epochs=params.epochs,
+        num_train_epochs=params.epochs / draws,
         max_steps=params.max_steps,
         per_device_train_batch_size=params.per_device_batch_size,
         per_device_eval_batch_size=params.per_device_batch_size,

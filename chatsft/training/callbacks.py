@@ -9,7 +9,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
-from chatsft.modeling import NonFiniteError
+from chatsft.model.load import NonFiniteError
 
 # Trainer log key -> dvclive metric name
 LIVE_METRICS = {

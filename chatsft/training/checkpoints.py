@@ -29,7 +29,7 @@ import torch.distributed as dist
 from transformers import TrainerCallback
 
 from chatsft.io import write_text
-from chatsft.modeling import check_finite_files
+from chatsft.model.load import check_finite_files
 
 MARKER = "COMPLETE"
 RUN_FILE = "run.json"

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from datasets import Dataset, DatasetDict, load_from_disk
+from torch.utils.data import Sampler
 
-from chatsft.attention import VARLEN_KERNELS
 from chatsft.batching.collate import Collator
 from chatsft.batching.packing import layout_stats, pack_rows
 from chatsft.chat_template.render import attention_implementation
+from chatsft.config import EPOCH
 from chatsft.errors import UserError
+from chatsft.model.attention import VARLEN_KERNELS
 from chatsft.params import TokenizeParams, TrainParams
 from chatsft.training.sources import by_source
 
@@ -43,7 +46,8 @@ def split_rows(
     The eval loss is a sum over supervised tokens divided by their count, so it is the same
     for packed and padded rows; packing only makes it faster.
     """
-    train = make_rows(splits["train"], params.packing, tok_params)
+    train = [row | {EPOCH: e} for e, part in by_epoch(splits["train"])
+             for row in make_rows(part, params.packing, tok_params)]
     if not train:
         raise UserError("the training split is empty: nothing to train on")
     evals = []
@@ -54,11 +58,54 @@ def split_rows(
     return train, evals
 
 
+def by_epoch(ds: Dataset) -> list[tuple[int, Dataset]]:
+    """(epoch, its records) per epoch's draw (data.resample_each_epoch); one block, epoch 0,
+    for a split drawn once. Rows are packed within an epoch, never across two."""
+    if EPOCH not in ds.column_names:
+        return [(0, ds)]
+    indices: dict[int, list[int]] = {}
+    for i, e in enumerate(ds[EPOCH]):
+        indices.setdefault(e, []).append(i)
+    return [(e, ds.select(indices[e])) for e in sorted(indices)]
+
+
+def epoch_blocks(rows: list[dict]) -> list[int]:
+    """The number of rows of each epoch's block (the rows are in epoch order)."""
+    sizes: dict[int, int] = {}
+    for r in rows:
+        sizes[r.get(EPOCH, 0)] = sizes.get(r.get(EPOCH, 0), 0) + 1
+    return [sizes[e] for e in sorted(sizes)]
+
+
+class EpochBlockSampler(Sampler[int]):
+    """Each epoch's block of rows in a random order of its own, the blocks one after the
+    other: data.resample_each_epoch's draws, trained as one pass (Trainer's epochs would
+    repeat a single draw). The order depends only on `seed`, so a resumed run skips to
+    the same batches."""
+
+    def __init__(self, sizes: list[int], seed: int) -> None:
+        self.sizes, self.seed = sizes, seed
+
+    def __len__(self) -> int:
+        return sum(self.sizes)
+
+    def __iter__(self) -> Iterator[int]:
+        start = 0
+        for e, size in enumerate(self.sizes):
+            g = torch.Generator().manual_seed(self.seed * 1000 + e)
+            yield from (start + i for i in torch.randperm(size, generator=g).tolist())
+            start += size
+
+
 def row_stats(rows: list[dict], params: TrainParams, max_length: int) -> dict:
-    """The training rows' `layout_stats` (packed rows, or one padded row per sample)."""
+    """The training rows' `layout_stats` (packed rows, or one padded row per sample); with
+    one draw per epoch, tokens per epoch are their mean and `epoch_draws` says how many."""
     stats = layout_stats([r["labels"] for r in rows], len(rows),
                          None if params.packing == "pad" else max_length)
-    stats["tokens_per_epoch"] = stats.pop("real_tokens")
+    draws = len(epoch_blocks(rows))
+    stats["tokens_per_epoch"] = stats.pop("real_tokens") // draws
+    if draws > 1:
+        stats["epoch_draws"] = draws
     return stats
 
 

@@ -9,7 +9,7 @@ import torch
 
 from chatsft.errors import UserError
 from chatsft.logs import peft_deprecations_silenced
-from chatsft.modeling import ModelLoadError, base_info, load_model
+from chatsft.model.load import ModelLoadError, base_info, load_model
 from chatsft.params import LoraParams, TrainParams
 
 ADAPTER_DIR = "adapter"  # inside the output model directory

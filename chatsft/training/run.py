@@ -19,7 +19,7 @@ from transformers import EarlyStoppingCallback, PreTrainedTokenizerBase, Progres
 from chatsft.batching.packing import IGNORE
 from chatsft.errors import UserError, disk_full_errors
 from chatsft.io import check_output_kind, replace_output
-from chatsft.modeling import add_chat_eos, check_finite_files, make_readable
+from chatsft.model.load import add_chat_eos, check_finite_files, make_readable
 from chatsft.params import Params
 from chatsft.training import checkpoints
 from chatsft.training.args import resolve_precision, training_arguments
@@ -31,7 +31,13 @@ from chatsft.training.callbacks import (
     StopOnNonFinite,
     truncate_live_history,
 )
-from chatsft.training.data import collator_for, row_stats, rows_fingerprint, split_rows
+from chatsft.training.data import (
+    collator_for,
+    epoch_blocks,
+    row_stats,
+    rows_fingerprint,
+    split_rows,
+)
 from chatsft.training.lora import ADAPTER_DIR, merge_adapter, prepare_model
 from chatsft.training.neftune import neftune
 from chatsft.training.sources import SourceCurves, last_by_source, source_names
@@ -60,8 +66,9 @@ def run_training(
                         "full fine-tuning set model.dtype: float32 (or use bf16)")
     check_output_kind(out_dir, is_dir=True)  # before hours of training, not after
     train_rows, eval_rows = split_rows(splits, train_p, tok_p)
+    blocks = epoch_blocks(train_rows)
     args = training_arguments(train_p, checkpoint_dir, precision, has_eval=bool(eval_rows),
-                              trackers=tracker_arguments(train_p.report_to))
+                              trackers=tracker_arguments(train_p.report_to), draws=len(blocks))
     is_main = args.process_index == 0
     run_id = checkpoints.fingerprint(
         # IGNORE stands where the removed tokenize.ignore_index was: earlier checkpoints resume.
@@ -100,6 +107,7 @@ def run_training(
             data_collator=collator_for(model, tokenizer.pad_token_id), callbacks=callbacks,
             chunked_loss=use_chunked_loss(train_p.loss, train_p.distributed),
             eval_sources=source_names(splits["validation"]) if eval_rows else [],
+            epoch_blocks=blocks,
         )
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(ConsoleProgress())

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
 
 from chatsft.loss import IGNORE, chunked_causal_lm_loss, chunked_token_losses
+from chatsft.training.data import EpochBlockSampler
 from chatsft.training.sharding import drop_tied_copies
 from chatsft.training.sources import SourceTotals
 
@@ -27,7 +28,8 @@ class SFTTrainer(Trainer):
     the eval loss per token."""
 
     def __init__(self, *args, chunked_loss: bool = False, eval_sources: list[str] = (),
-                 **kwargs) -> None:
+                 epoch_blocks: list[int] | None = None, **kwargs) -> None:
+        self.epoch_blocks = epoch_blocks  # rows per epoch's draw (data.resample_each_epoch)
         super().__init__(*args, **kwargs)
         self.eval_sources = list(eval_sources)  # names of the eval rows' source_index
         self.chunked_loss = chunked_loss and _accepts(self._base_model(), "logits_to_keep")
@@ -42,6 +44,11 @@ class SFTTrainer(Trainer):
         self.tokens_before = (0, 0)  # counts restored from a checkpoint's log history
         self.started = time.perf_counter()
         self.add_callback(_SessionStart(self))
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.epoch_blocks and len(self.epoch_blocks) > 1:
+            return EpochBlockSampler(self.epoch_blocks, self.args.data_seed or self.args.seed)
+        return super()._get_train_sampler(train_dataset)
 
     def _base_model(self):
         model = self.accelerator.unwrap_model(self.model)

@@ -119,8 +119,8 @@ def test_ratio_in_tokens_counted_by_the_real_tokenizer_lands_within_one_percent(
     """The same 30/70 mixture with data.ratio_tokenizer set to the Qwen2.5 tokenizer: the
     Chinese share of the supervised tokens the tokenize stage actually produces (ChatML on that
     tokenizer, labels counted) is within 1 point of 0.3, where the estimate gave 0.289."""
+    from chatsft.chat_template.encoder import ChatEncoder
     from chatsft.model.scratch import CHATML_TEMPLATE
-    from chatsft.template import ChatEncoder
 
     a, b = _zh_en_demo(tmp_path)
     tok = _real_tokenizer()

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from chatsft.batching.packing import IGNORE
+from chatsft.chat_template.encoder import ChatEncoder
 from chatsft.cli import main
 from chatsft.data.ids import read_exclusions, record_id
 from chatsft.errors import UserError
 from chatsft.evaluation.hardest import conversation_losses, hardest, hardest_markdown
 from chatsft.params import GenerationParams
-from chatsft.template import ChatEncoder
 
 
 def _with_ids(records: list[dict]) -> list[dict]:

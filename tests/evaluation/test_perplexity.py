@@ -9,8 +9,8 @@ import torch
 from datasets import Dataset
 
 from chatsft.batching.packing import IGNORE
+from chatsft.chat_template.encoder import ChatEncoder
 from chatsft.evaluation.perplexity import length_batches, supervised_nll
-from chatsft.template import ChatEncoder
 
 
 def by_hand(model, input_ids: list[list[int]], labels: list[list[int]], ignore: int):

@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from datasets import Dataset, DatasetDict
 
+from chatsft.chat_template.encoder import ChatEncoder
 from chatsft.evaluation.run import evaluate_model, worst_table
-from chatsft.generation import load_for_inference
-from chatsft.modeling import load_tokenizer
+from chatsft.inference.generation import load_for_inference
+from chatsft.model.load import load_tokenizer
 from chatsft.params import EvaluateParams, GenerationParams
-from chatsft.template import ChatEncoder
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from datasets import DatasetDict
 
+from chatsft.chat_template.encoder import ChatEncoder
 from chatsft.evaluation.run import evaluate_model, worst_table
 from chatsft.evaluation.tool_calls import judge, parse_calls, score_tool_calls, tool_turns
-from chatsft.generation import fit_prompt, load_for_inference
-from chatsft.modeling import load_tokenizer
+from chatsft.inference.generation import fit_prompt, load_for_inference
+from chatsft.model.load import load_tokenizer
 from chatsft.params import EvaluateParams, GenerationParams
-from chatsft.template import ChatEncoder
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}}}}]

@@ -35,8 +35,8 @@ def tool_caller(out: Path) -> Path:
     """A tiny Qwen2 on Qwen's vocabulary that answers every prompt with a call of
     get_weather(city=Paris) in the template's `<tool_call>` format, then `<|im_end|>`. A bigram
     model (`tests.bigram`), so the call is spelled with tokens that each occur once."""
+    from chatsft.chat_template.encoder import ChatEncoder
     from chatsft.params import ScratchModel
-    from chatsft.template import ChatEncoder
     from tests.bigram import bigram_model
 
     tok = qwen_tokenizer()
@@ -55,7 +55,7 @@ def tool_caller(out: Path) -> Path:
 
 def widened_model(model_dir: Path, out: Path, std: float = 0.3) -> Path:
     """The tiny model with wider (seeded) weights, so replies depend on the prompt."""
-    from chatsft.modeling import load_model, load_tokenizer
+    from chatsft.model.load import load_model, load_tokenizer
     from tests.test_generation import widen
 
     widen(load_model(model_dir), std).save_pretrained(out)

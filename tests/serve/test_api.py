@@ -8,11 +8,11 @@ import signal
 import httpx
 import pytest
 
-from chatsft.generation import generate_replies, load_for_inference
-from chatsft.modeling import load_tokenizer
+from chatsft.chat_template.encoder import ChatEncoder
+from chatsft.inference.generation import generate_replies, load_for_inference
+from chatsft.model.load import load_tokenizer
 from chatsft.params import GenerationParams
 from chatsft.serve.tools import template_messages, template_tools
-from chatsft.template import ChatEncoder
 from tests.serve.models import (
     TOOL_QUESTION,
     WEATHER_TOOL,

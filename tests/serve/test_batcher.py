@@ -6,10 +6,10 @@ import threading
 
 import pytest
 
-from chatsft.generation import generate_replies, stop_token_ids, top2_margin
+from chatsft.chat_template.encoder import ChatEncoder
+from chatsft.inference.generation import generate_replies, stop_token_ids, top2_margin
 from chatsft.params import GenerationParams
 from chatsft.serve.batcher import Batcher, Job
-from chatsft.template import ChatEncoder
 from tests.test_generation import prompts_of, widen
 
 

@@ -14,7 +14,7 @@ def tiny_splits(demo_records, chatml_tokenizer):
     """train / validation / test DatasetDict of the demo conversations (max_length 128)."""
     from datasets import DatasetDict
 
-    from chatsft.template import ChatEncoder
+    from chatsft.chat_template.encoder import ChatEncoder
     from chatsft.tokenize_data import to_dataset, tokenize_split
 
     encoder = ChatEncoder(chatml_tokenizer, train_on="all", max_length=128)

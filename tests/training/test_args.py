@@ -26,7 +26,7 @@ def test_precision_on_cpu():
 
 def test_bf16_autocast_on_cpu_keeps_fp32_weights(rows, tiny_model_dir, chatml_tokenizer,
                                                  tmp_path):
-    from chatsft.modeling import load_model
+    from chatsft.model.load import load_model
 
     results = {}
     for precision in ("fp32", "bf16"):
@@ -43,7 +43,7 @@ def test_bf16_autocast_on_cpu_keeps_fp32_weights(rows, tiny_model_dir, chatml_to
 
 def test_adamw_is_fused_and_skips_decay_on_biases_and_norms(rows, tiny_model_dir,
                                                             chatml_tokenizer, tmp_path):
-    from chatsft.modeling import load_model
+    from chatsft.model.load import load_model
 
     model = load_model(tiny_model_dir)
     trainer, _ = one_step_trainer(model, rows, tmp_path, chatml_tokenizer.pad_token_id, True)
@@ -63,7 +63,7 @@ def test_adamw_is_fused_and_skips_decay_on_biases_and_norms(rows, tiny_model_dir
 
 def test_gradient_checkpointing_gives_the_same_step(rows, tiny_model_dir, chatml_tokenizer,
                                                     tmp_path):
-    from chatsft.modeling import load_model
+    from chatsft.model.load import load_model
 
     pad = chatml_tokenizer.pad_token_id
     runs = {}
@@ -80,7 +80,7 @@ def test_gradient_checkpointing_gives_the_same_step(rows, tiny_model_dir, chatml
 
 def test_gradients_are_clipped_to_max_grad_norm(rows, tiny_model_dir, chatml_tokenizer,
                                                 tmp_path):
-    from chatsft.modeling import load_model
+    from chatsft.model.load import load_model
 
     trainer, capture = one_step_trainer(load_model(tiny_model_dir), rows, tmp_path,
                                         chatml_tokenizer.pad_token_id, True, max_grad_norm=0.05)

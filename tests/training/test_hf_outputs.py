@@ -18,7 +18,7 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from chatsft.io import write_jsonl
-from chatsft.modeling import prepare_base
+from chatsft.model.load import prepare_base
 from chatsft.params import ModelParams
 from chatsft.training.lora import base_reference
 from chatsft.training.run import run_training

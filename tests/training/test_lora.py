@@ -27,7 +27,7 @@ def test_lora_trains_adapters_and_merges_them(tmp_path, tiny_model_dir, tiny_spl
                                               chatml_tokenizer, probe):
     from peft import PeftModel
 
-    from chatsft.modeling import load_model
+    from chatsft.model.load import load_model
 
     params = tiny_params(method="lora", max_steps=8, learning_rate=0.01,
                          gradient_checkpointing=True,
@@ -57,7 +57,7 @@ def test_unmerged_adapter_loads_like_a_model(tmp_path, tiny_model_dir, tiny_spli
                                              chatml_tokenizer, probe):
     from peft import PeftModel
 
-    from chatsft.modeling import load_model
+    from chatsft.model.load import load_model
 
     params = tiny_params(method="lora", max_steps=4, learning_rate=0.01,
                          lora={"r": 4, "merge": False})
@@ -94,8 +94,8 @@ def test_lora_trains_the_rows_of_tokens_the_chat_template_added(tmp_path, chatml
     at the mean of the others and train under LoRA too (they would stay frozen otherwise)."""
     import copy
 
+    from chatsft.model.load import apply_chat_template_choice
     from chatsft.model.scratch import build_scratch_model
-    from chatsft.modeling import apply_chat_template_choice
     from chatsft.params import ScratchModel, TrainParams
     from chatsft.training.lora import prepare_model
 

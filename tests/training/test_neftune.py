@@ -145,7 +145,7 @@ def test_training_with_neftune_changes_training_but_not_its_eval(
     training equals the saved model's loss on the validation split computed with no hooks at
     all (so evaluation inside training ran without noise)."""
     from chatsft.evaluation.perplexity import supervised_nll
-    from chatsft.modeling import load_model
+    from chatsft.model.load import load_model
 
     runs = {}
     for alpha in (None, ALPHA):

@@ -42,7 +42,7 @@ def test_early_stopping_finishes_with_the_best_checkpoint(tmp_path, tiny_model_d
                                                           chatml_tokenizer):
     """A learning rate too high for a constant schedule: eval loss rises after a few steps;
     patience 2 stops the run and the saved model is the best checkpoint, not the last."""
-    from chatsft.modeling import load_model
+    from chatsft.model.load import load_model
     from chatsft.params import TokenizeParams
     from chatsft.training.data import make_rows
     from tests.training.helpers import one_step_trainer

@@ -9,8 +9,8 @@ import math
 import pytest
 from datasets import DatasetDict
 
+from chatsft.chat_template.encoder import ChatEncoder
 from chatsft.evaluation.perplexity import nll_by_source, supervised_nll
-from chatsft.template import ChatEncoder
 from chatsft.tokenize_data import to_dataset, tokenize_split
 from chatsft.training.data import split_rows
 from chatsft.training.run import run_training
@@ -54,7 +54,7 @@ def test_training_logs_the_eval_loss_per_source(tmp_path, tiny_model_dir, two_so
     """The per-source eval losses logged during training are each source's token-weighted
     loss (the evaluate stage's computation on that source's rows alone, unpacked), combine
     to the overall eval loss, and land in the dvc plots TSV and metrics/train.json."""
-    from chatsft.modeling import load_model
+    from chatsft.model.load import load_model
 
     params = tiny_params(max_steps=4, eval_steps=2, save_steps=2, select_best=False)
     live = tmp_path / "live"

@@ -46,7 +46,7 @@ def _mean_loss(model, batch) -> float:
 def test_accumulated_micro_batches_equal_one_batch(
     eight, tiny_model_dir, chatml_tokenizer, tmp_path, chunked
 ):
-    from chatsft.modeling import load_model
+    from chatsft.model.load import load_model
 
     rows = make_rows(eight, "pad", TokenizeParams(max_length=128))
     pad = chatml_tokenizer.pad_token_id
@@ -72,7 +72,7 @@ def test_accumulated_micro_batches_equal_one_batch(
 @pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "model-loss"])
 def test_packed_rows_equal_padded_rows(eight, tiny_model_dir, chatml_tokenizer, tmp_path,
                                        chunked):
-    from chatsft.modeling import load_model
+    from chatsft.model.load import load_model
 
     tok = TokenizeParams(max_length=128)
     padded = make_rows(eight, "pad", tok)
@@ -90,7 +90,7 @@ def test_packed_rows_equal_padded_rows(eight, tiny_model_dir, chatml_tokenizer, 
 
 
 def test_chunked_loss_equals_the_model_loss(eight, tiny_model_dir, chatml_tokenizer, tmp_path):
-    from chatsft.modeling import load_model
+    from chatsft.model.load import load_model
 
     rows = make_rows(eight, "pad", TokenizeParams(max_length=128))
     pad = chatml_tokenizer.pad_token_id
@@ -108,7 +108,7 @@ def test_chunked_loss_equals_the_model_loss(eight, tiny_model_dir, chatml_tokeni
 def test_eval_loss_is_per_token_over_the_whole_set(eight, tiny_model_dir, chatml_tokenizer,
                                                    tmp_path):
     """Packed or padded, any batch size: the same eval loss, equal to a direct computation."""
-    from chatsft.modeling import load_model
+    from chatsft.model.load import load_model
 
     tok = TokenizeParams(max_length=128)
     padded = make_rows(eight, "pad", tok)

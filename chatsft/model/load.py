@@ -35,11 +35,12 @@ from transformers import (
 )
 
 from chatsft import builtin_templates
-from chatsft.attention import NAME as VARLEN_SDPA
-from chatsft.attention import supports_varlen_sdpa
+from chatsft.chat_template.encoder import ChatEncoder
 from chatsft.errors import UserError
 from chatsft.io import atomic_path, read_jsonl, write_json
 from chatsft.logs import loading_bar_for
+from chatsft.model.attention import NAME as VARLEN_SDPA
+from chatsft.model.attention import supports_varlen_sdpa
 from chatsft.model.scratch import (
     CHATML_TEMPLATE,
     build_scratch_model,
@@ -47,7 +48,6 @@ from chatsft.model.scratch import (
     train_tokenizer,
 )
 from chatsft.params import ModelParams
-from chatsft.template import ChatEncoder
 
 
 class ModelLoadError(UserError):
@@ -163,7 +163,7 @@ def add_chat_eos(model_dir: Path, tokenizer: PreTrainedTokenizerBase) -> None:
 
 def attention_implementation(choice: str = "auto", config=None) -> str:
     """`auto`: flash attention 2 on CUDA when flash-attn is installed; on CPU `sdpa_varlen`
-    (SDPA per packed sample, chatsft/attention.py) for models with full attention in every
+    (SDPA per packed sample, chatsft/model/attention.py) for models with full attention in every
     layer; else PyTorch SDPA (a block-diagonal mask on packed rows). Each keeps packed samples
     apart."""
     if choice != "auto":

@@ -27,7 +27,8 @@ from transformers import (
     TextIteratorStreamer,
 )
 
-from chatsft.generation import (
+from chatsft.chat_template.encoder import ChatEncoder
+from chatsft.inference.generation import (
     PromptTooLong,
     Reply,
     context_size,
@@ -37,7 +38,6 @@ from chatsft.generation import (
     stop_token_ids,
 )
 from chatsft.params import GenerationParams
-from chatsft.template import ChatEncoder
 
 HELP = "Commands: /reset, /system TEXT, /exit. Ctrl-C stops a reply."
 

@@ -23,7 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from chatsft.data.formats import Reject, to_record
 from chatsft.data.sources import BOM, _first_byte, expand, parse_json, read_file
 from chatsft.errors import UserError
-from chatsft.generation import generate_replies
+from chatsft.inference.generation import generate_replies
 from chatsft.params import GenerationParams
 
 

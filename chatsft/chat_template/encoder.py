@@ -32,17 +32,16 @@ prefix in full instead, and the tests check that both agree.
 
 from __future__ import annotations
 
-import bisect
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import jinja2
-from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerBase
-from transformers.utils.chat_template_utils import encode_marked_chat, mark_control_tokens
+from transformers.utils.chat_template_utils import mark_control_tokens
 
 from chatsft.batching.packing import IGNORE
+from chatsft.chat_template.masks import Masker
 from chatsft.chat_template.parts import (
     PROBE_TOOLS,
     Encoded,
@@ -54,10 +53,8 @@ from chatsft.chat_template.parts import (
     TemplateInfo,
     TooLong,
     Turn,
-    UnencodableText,
     Unit,
     UnsupportedRole,
-    first_difference,
     has_control,
     uses_tools,
 )
@@ -109,16 +106,7 @@ class ChatEncoder:
         self._templates: dict[str, TemplateInfo] = {}
         default = self._info(None)
         self.control_re, self.control_ids = default.control_re, default.control_ids
-        self.added_ids = frozenset(tokenizer.added_tokens_decoder)
-        backend = getattr(tokenizer, "backend_tokenizer", None)
-        self.backend: Tokenizer | None = None
-        if backend is not None:
-            # A private copy: the wrapper leaves truncation/padding state on its backend.
-            self.backend = Tokenizer.from_str(backend.to_str())
-            self.backend.no_truncation()
-            self.backend.no_padding()
-            self.backend.encode_special_tokens = False
-        self._pieces: dict[str, list[int]] = {}
+        self.masker = Masker(tokenizer, self.control_ids)
 
     def _info(self, tools: list | None) -> TemplateInfo:
         source = self.tok.get_chat_template(None, tools or None)
@@ -171,25 +159,22 @@ class ChatEncoder:
                                             shared=True)
         return "".join(info.compiled.root_render_func(context))
 
-    def _encode_text(self, text: str, marked: bool) -> list[int]:
-        if marked:
-            try:
-                return encode_marked_chat(self.tok, text)
-            except ValueError as err:  # the tokenizer makes a control token from plain text
-                raise UnencodableText(str(err)) from None
-        if self.backend is not None:
-            return self.backend.encode(text, add_special_tokens=False).ids
-        return self.tok.encode(text, add_special_tokens=False)
-
     def encode_prompt(self, messages: list[dict], tools: list | None = None) -> list[int]:
         """Tokens fed to the model to generate the next assistant turn (inference); equal to
         `apply_chat_template(..., add_generation_prompt=True, sanitize_control_tokens=True)`."""
-        info = self._info(tools)
-        marked = has_control(messages, info.control_re) or has_control(tools, info.control_re)
+        messages, tools, marked = self._marked(messages, tools)
+        return self.masker.encode_text(self.render(messages, True, tools), marked)
+
+    def _marked(self, messages: list[dict], tools: list | None
+                ) -> tuple[list[dict], list | None, bool]:
+        """The messages and tools with control tokens in their text marked, so that they are
+        encoded as text (`mark_control_tokens`), and whether any was."""
+        control_re = self._info(tools).control_re
+        marked = has_control(messages, control_re) or has_control(tools, control_re)
         if marked:
-            messages = mark_control_tokens(messages, info.control_re)
-            tools = mark_control_tokens(tools, info.control_re)
-        return self._encode_text(self.render(messages, True, tools), marked)
+            messages = mark_control_tokens(messages, control_re)
+            tools = mark_control_tokens(tools, control_re)
+        return messages, tools, marked
 
     def _plan(self, messages: list[dict], tools: list | None) -> list[Unit]:
         """The texts to encode for one conversation and where each assistant turn lies."""
@@ -197,10 +182,7 @@ class ChatEncoder:
         if uses_tools(messages, tools) and not info.supports_tools:
             raise UnsupportedRole("the record uses tools and the chat template does not "
                                   "render tools and tool_calls")
-        marked = has_control(messages, info.control_re) or has_control(tools, info.control_re)
-        if marked:
-            messages = mark_control_tokens(messages, info.control_re)
-            tools = mark_control_tokens(tools, info.control_re)
+        messages, tools, marked = self._marked(messages, tools)
         assistant = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
         if not assistant:
             raise NoAssistantTurn("the conversation has no assistant message")
@@ -214,8 +196,10 @@ class ChatEncoder:
                 through = full if i + 1 == len(msgs) else self._render(info, msgs[: i + 1], False,
                                                                        tools)
                 if not through.startswith(prompt):
-                    self._parity_message(self._encode_text(through, marked), self._encode_text(
-                        prompt, marked), i, "generation prompt", rendered=True)
+                    raise self.masker.parity_error(
+                        self.masker.encode_text(through, marked),
+                        self.masker.encode_text(prompt, marked), i, "generation prompt",
+                        rendered=True)
                 loss_from = self._think_end(info, messages, i, tools, through) if (
                     i in trained) else len(prompt)
                 spans.append((i, prompt, through, max(loss_from, len(prompt))))
@@ -318,101 +302,4 @@ class ChatEncoder:
                 plans.append(self._plan(messages, tools))
             except (Skipped, ParityError) as err:
                 plans.append(err)
-        use_fast = fast and self.backend is not None
-        units = [u for p in plans if not isinstance(p, Exception) for u in p
-                 if use_fast and not u.marked]
-        encodings = self.backend.encode_batch([u.text for u in units], add_special_tokens=False
-                                              ) if units else []
-        prepared = dict(zip(map(id, units), self._with_pieces(units, encodings), strict=True))
-        results: list[Result] = []
-        for plan in plans:
-            try:
-                if isinstance(plan, Exception):
-                    raise plan
-                results.append([self._encode_fast(u, *prepared[id(u)]) if id(u) in prepared
-                                 else self._encode_exact(u) for u in plan])
-            except (Skipped, ParityError) as err:
-                results.append(err)
-        return results
-
-    def _with_pieces(self, units: list[Unit], encodings: list[Any]) -> list[tuple]:
-        """Per unit: (encoding, token starts, per turn (index of the prompt's last added token,
-        the prompt's text from that token on)); every such text encoded, in one batch."""
-        out = []
-        for unit, enc in zip(units, encodings, strict=True):
-            ids, offsets = enc.ids, enc.offsets
-            starts = [o[0] for o in offsets]
-            pieces = []
-            for turn in unit.turns:
-                j = bisect.bisect_left(starts, turn.prompt_end) - 1
-                while j >= 0 and not (ids[j] in self.added_ids
-                                      and offsets[j][1] <= turn.prompt_end):
-                    j -= 1
-                begin = offsets[j][0] if j >= 0 else 0
-                pieces.append((max(j, 0), unit.text[begin : turn.prompt_end]))
-            out.append((enc, starts, pieces))
-        if len(self._pieces) > 100_000:  # templates without added tokens: unbounded tails
-            self._pieces.clear()
-        new = sorted({p for _, _, ps in out for _, p in ps}.difference(self._pieces))
-        if new:
-            encoded = self.backend.encode_batch(new, add_special_tokens=False)
-            self._pieces.update((text, e.ids) for text, e in zip(new, encoded, strict=True))
-        return out
-
-    def _encode_fast(self, unit: Unit, enc: Any, starts: list[int], pieces: list[tuple]
-                     ) -> Encoded:
-        ids = enc.ids
-        labels = [IGNORE] * len(ids)
-        for turn, (j, piece) in zip(unit.turns, pieces, strict=True):
-            piece_ids = self._pieces[piece]
-            n = j + len(piece_ids)
-            if ids[j:n] != piece_ids:
-                self._parity_message(ids, ids[:j] + piece_ids, turn.message, "prompt")
-            m = bisect.bisect_left(starts, turn.turn_end)  # first token after F_k
-            end = self._reply_end(ids, n, m)
-            if end == m and m and enc.offsets[m - 1][1] > turn.turn_end:
-                raise ParityError(f"assistant turn at message {turn.message}: a token spans the "
-                                  "end of the turn")
-            if turn.train:
-                start = max(n, bisect.bisect_left(starts, turn.loss_from))
-                labels[start:end] = ids[start:end]
-        return Encoded(ids, labels)
-
-    def _reply_end(self, ids: list[int], start: int, stop: int) -> int:
-        """End of the supervised reply in ids[start:stop]: through its last control token."""
-        for k in range(stop - 1, start - 1, -1):
-            if ids[k] in self.control_ids:
-                return k + 1
-        return stop
-
-    def _encode_exact(self, unit: Unit) -> Encoded:
-        """Reference path: every prefix encoded in full (marked text, slow tokenizers)."""
-        ids = self._encode_text(unit.text, unit.marked)
-        labels = [IGNORE] * len(ids)
-        for turn in unit.turns:
-            prompt = self._encode_text(unit.text[: turn.prompt_end], unit.marked)
-            through = self._encode_text(unit.text[: turn.turn_end], unit.marked)
-            for what, part in (("prompt", prompt), ("turn", through)):
-                if ids[: len(part)] != part:
-                    self._parity_message(ids, part, turn.message, what)
-            if turn.train:
-                n = len(prompt)
-                end = n + self._reply_end(through[n:], 0, len(through) - n)
-                start = max(n, len(self._encode_text(unit.text[: turn.loss_from], unit.marked)))
-                labels[start:end] = ids[start:end]
-        return Encoded(ids, labels)
-
-    # -- errors ------------------------------------------------------------------------------
-
-    def _parity_message(self, ids: list[int], part: list[int], turn: int, what: str,
-                        rendered: bool = False) -> None:
-        at = first_difference(ids, part)
-        got = self.tok.convert_ids_to_tokens(ids[at : at + 1])
-        want = self.tok.convert_ids_to_tokens(part[at : at + 1])
-        where = "renders differently from" if rendered else "does not tokenize as"
-        raise ParityError(
-            f"assistant turn at message {turn}: the {what} (as inference encodes it) {where} "
-            f"the start of the training sample; first difference at token {at}: the sample has "
-            f"{got}, the {what} has {want}; text before it: "
-            f"{self.tok.decode(ids[max(0, at - 12) : at])!r}"
-        )
+        return self.masker.encode_plans(plans, fast)

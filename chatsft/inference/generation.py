@@ -19,12 +19,12 @@ from typing import NamedTuple
 import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from chatsft.chat_template.encoder import ChatEncoder
 from chatsft.chat_template.truncate import drop_oldest
 from chatsft.errors import UserError
-from chatsft.modeling import load_model
+from chatsft.model.load import load_model
 from chatsft.params import GenerationParams
 from chatsft.reasoning import split_think
-from chatsft.template import ChatEncoder
 
 
 class PromptTooLong(UserError, ValueError):
