@@ -50,8 +50,8 @@ _RECORDS: list[dict] = []
 
 def _encode_range(bounds: tuple[int, int]) -> tuple[list, bytes, bytes]:
     """A worker's results, with every sample's ids and labels in two int32 buffers: pickling
-    those back is a copy, where lists of Python ints cost the parent more than the work saved.
-    Per record: its exception, or (length, dropped turns) per sample."""
+    those back is a copy, where lists of Python ints are pickled and rebuilt one int at a
+    time. Per record: its exception, or (length, dropped turns) per sample."""
     results = _WORKER.encode_records(_RECORDS[bounds[0] : bounds[1]])
     ids, labels, shapes = array("i"), array("i"), []
     for res in results:
@@ -116,9 +116,10 @@ def encode_all(records: list[dict], encoder: ChatEncoder, num_proc: int = 1) -> 
 @contextmanager
 def _no_cyclic_gc() -> Iterator[None]:
     """CPython's cyclic collector walks every element of every list at each full collection,
-    and the columns grow to millions of token ids: collections triggered while they grow
-    took a fifth of the stage's time (measured with the real Qwen tokenizer). Nothing built
-    here forms reference cycles, so collection waits until the split is done."""
+    and the columns grow to millions of token ids. Merging 10 workers' results took 2.2x as
+    long with it on (0.128 s vs 0.058 s for 10,000 samples); one process on the real Qwen
+    tokenizer went from 1.82 to 1.53 s on 10,000 alpaca_zh conversations (one run each).
+    Nothing built here forms reference cycles, so collection waits until the split is done."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
