@@ -32,7 +32,13 @@ TRL on the 2-core machine, and per core no slower than single-process.
 take well under a second on one process, so a pool's fixed cost, a fork and its page faults,
 is a large share of them; on a real data set of tens of thousands of conversations it is
 not): chatsft with 1 process and every core, per CPU-second and by wall time, written to
-`benchmarks/results/tokenize_scaling.json`.
+`benchmarks/results/tokenize_scaling.json`. Repeated data flatters one process: the BPE
+model caches the words it has encoded, so one process encodes each word of the K copies once
+and N workers once each; with the cache off (`bpe_cache_off`) each word costs the same on
+both sides, as on K times as much distinct data. The runs of a round (each configuration
+once, in its own subprocess) alternate and the best of `--repeats` rounds is kept: this
+machine's speed drifts by 10-20% over minutes, more than the effect measured. `--baseline
+DIR` adds one process of another checkout of chatsft (the code before a change).
 """
 
 from __future__ import annotations
@@ -155,13 +161,21 @@ def timed(fn, repeats: int):
 
 # -- workers --------------------------------------------------------------------------------
 
-def chatsft_worker(sets: dict, num_proc: int, repeats: int, profile: bool) -> dict:
+def chatsft_worker(sets: dict, num_proc: int, repeats: int, profile: bool,
+                   bpe_cache: bool = True) -> dict:
     from chatsft.chat_template.encoder import ChatEncoder
     from chatsft.tokenize_data import to_dataset, tokenize_split
 
     tokenizer = qwen_tokenizer()
+
+    def new_encoder() -> ChatEncoder:
+        encoder = ChatEncoder(tokenizer)
+        if not bpe_cache:  # tokenizers has no public switch; `_resize_cache` is its own
+            encoder.masker.backend.model._resize_cache(0)
+        return encoder
+
     t0 = time.perf_counter()
-    ChatEncoder(tokenizer)
+    new_encoder()
     results = {"encoder_seconds": round(time.perf_counter() - t0, 3)}
 
     def run(records, encoder):
@@ -172,11 +186,11 @@ def chatsft_worker(sets: dict, num_proc: int, repeats: int, profile: bool) -> di
         return go
 
     for name, records in sets.items():
-        run(records, ChatEncoder(tokenizer))()  # warm-up: template compilation, imports
+        run(records[:1000], new_encoder())()  # warm-up: template compilation, imports
         # A fresh encoder for each repeat (its prompt-tail cache starts empty, as in the
         # stage), built outside the timing: its construction (a private copy of the Rust
         # tokenizer, once per stage run) is reported apart as encoder_seconds.
-        encoders = iter([ChatEncoder(tokenizer) for _ in range(repeats)])
+        encoders = iter([new_encoder() for _ in range(repeats)])
         (ds, quarantine, stats), wall, cpu = timed(
             lambda r=records, e=encoders: run(r, next(e))(), repeats)
         dropped = {int(q["where"].split()[1]) - 1 for q in quarantine}
@@ -188,7 +202,7 @@ def chatsft_worker(sets: dict, num_proc: int, repeats: int, profile: bool) -> di
                                             strict=True))}
         if profile:
             profiler = cProfile.Profile()
-            profiler.runcall(run(records, ChatEncoder(tokenizer)))
+            profiler.runcall(run(records, new_encoder()))
             print(f"--- chatsft num_proc={num_proc}, {name}: top functions (main process)")
             pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(12)
     return results
@@ -236,14 +250,17 @@ def trl_worker(sets: dict, num_proc: int, repeats: int, profile: bool) -> dict:
 
 # -- driver ---------------------------------------------------------------------------------
 
-def spawn(args: argparse.Namespace, side: str, num_proc: int) -> dict:
+def spawn(args: argparse.Namespace, side: str, num_proc: int, bpe_cache: bool = True,
+          repeats: int | None = None, code: Path = ROOT) -> dict:
+    """One worker subprocess, importing chatsft from `code`."""
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         cmd = [sys.executable, __file__, "--worker", side, "--num-proc", str(num_proc),
                "--result", out.name, "--data-dir", str(args.data_dir),
-               "--repeats", str(args.repeats), "--scaling", str(args.scaling)]
+               "--repeats", str(repeats or args.repeats), "--scaling", str(args.scaling)]
         cmd += (["--limit", str(args.limit)] if args.limit else []) + ["--profile"] * args.profile
+        cmd += [] if bpe_cache else ["--no-bpe-cache"]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+            filter(None, [str(code), os.environ.get("PYTHONPATH")])))
         subprocess.run(cmd, check=True, env=env)
         return json.loads(Path(out.name).read_text())
 
@@ -295,27 +312,40 @@ def report(sets: dict, runs: dict) -> dict:
 
 
 def scaling(args: argparse.Namespace, sets: dict) -> None:
-    """chatsft alone, 1 process vs args.procs, on the sets repeated args.scaling times."""
-    runs = {procs: spawn(args, "chatsft", procs) for procs in sorted({1, args.procs})}
-    out: dict = {"cores": os.cpu_count(), "copies": args.scaling, "sets": {}}
-    print("| set | conversations | tokens | procs | wall s | CPU s | conv/s | "
+    """chatsft alone, 1 process vs args.procs (and 1 process of args.baseline), on the sets
+    repeated args.scaling times, with the BPE word cache on (as the stage runs) and off."""
+    modes = {"bpe_cache_on": True, "bpe_cache_off": False}
+    configs = {str(procs): (procs, ROOT) for procs in sorted({1, args.procs})}
+    if args.baseline:
+        configs["1 (baseline)"] = (1, args.baseline.resolve())
+    rounds = []
+    for n in range(args.repeats):
+        print(f"round {n + 1} of {args.repeats}...", flush=True)
+        rounds.append({(mode, key): spawn(args, "chatsft", procs, cache, repeats=1, code=code)
+                       for mode, cache in modes.items() for key, (procs, code) in configs.items()})
+    out: dict = {"cores": os.cpu_count(), "copies": args.scaling, "rounds": args.repeats,
+                 "baseline": str(args.baseline) if args.baseline else None,
+                 "sets": {name: {"conversations": len(records)} for name, records in sets.items()}}
+    print("| set | conversations | tokens | BPE cache | procs | wall s | CPU s | conv/s | "
           "per CPU-s vs 1 proc | wall per process vs 1 proc |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, records in sets.items():
-        one = runs[1][name]
-        rows = {}
-        for procs, res in runs.items():
-            r = res[name]
-            rows[procs] = {"wall": round(r["wall"], 3), "cpu": round(r["cpu"], 3),
-                           "per_cpu_second_vs_single": round(one["cpu"] / r["cpu"], 2),
-                           "per_core_vs_single_wall": round(one["wall"] / (r["wall"] * procs),
-                                                            2)}
-            print(f"| {name} | {len(records):,} | {r['tokens']:,} | {procs} | {r['wall']:.2f} | "
-                  f"{r['cpu']:.2f} | {rate(len(records), r['wall'])} | "
-                  f"{rows[procs]['per_cpu_second_vs_single']} | "
-                  f"{rows[procs]['per_core_vs_single_wall']} |")
-        out["sets"][name] = {"conversations": len(records), "tokens": one["tokens"],
-                             "runs": rows}
+        for mode in modes:
+            best = {key: {k: min(r[(mode, key)][name][k] for r in rounds) for k in ("wall", "cpu")}
+                    for key in configs}
+            one, rows = best["1"], {}
+            for key, (procs, _) in configs.items():
+                r = best[key]
+                rows[key] = {"wall": round(r["wall"], 3), "cpu": round(r["cpu"], 3),
+                             "per_cpu_second_vs_single": round(one["cpu"] / r["cpu"], 2),
+                             "per_core_vs_single_wall": round(one["wall"] / (r["wall"] * procs),
+                                                              2)}
+                print(f"| {name} | {len(records):,} | {rounds[0][(mode, '1')][name]['tokens']:,} "
+                      f"| {mode[10:]} | {key} | {r['wall']:.2f} | {r['cpu']:.2f} | "
+                      f"{rate(len(records), r['wall'])} | "
+                      f"{rows[key]['per_cpu_second_vs_single']} | "
+                      f"{rows[key]['per_core_vs_single_wall']} |")
+            out["sets"][name] |= {"tokens": rounds[0][(mode, "1")][name]["tokens"], mode: rows}
     path = args.output.with_name("tokenize_scaling.json")
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {path}")
@@ -333,6 +363,9 @@ def main() -> None:
                         help="chatsft only, 1 process vs every core, each set repeated K times")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" /
                         "tokenize_real.json")
+    parser.add_argument("--baseline", type=Path, metavar="DIR",
+                        help="--scaling: also 1 process of the chatsft in this checkout")
+    parser.add_argument("--no-bpe-cache", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=["chatsft", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--num-proc", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -341,9 +374,12 @@ def main() -> None:
         sys.exit(f"no data folder {args.data_dir} (give --data-dir)")
     sets = datasets_from(args.data_dir, args.limit, max(args.scaling, 1))
     if args.worker:
-        work = chatsft_worker if args.worker == "chatsft" else trl_worker
-        Path(args.result).write_text(json.dumps(work(sets, args.num_proc, args.repeats,
-                                                     args.profile)))
+        if args.worker == "chatsft":
+            result = chatsft_worker(sets, args.num_proc, args.repeats, args.profile,
+                                    bpe_cache=not args.no_bpe_cache)
+        else:
+            result = trl_worker(sets, args.num_proc, args.repeats, args.profile)
+        Path(args.result).write_text(json.dumps(result))
         return
     if args.scaling and not args.worker:
         return scaling(args, sets)

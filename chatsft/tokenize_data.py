@@ -7,118 +7,47 @@ import gc
 import hashlib
 import json
 import math
-import multiprocessing
 import os
-from array import array
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict, DatasetInfo, Features, Sequence, Value
 from datasets.table import InMemoryTable
 from transformers import PreTrainedTokenizerBase
 
 from chatsft.batching.packing import IGNORE, pack_stats
 from chatsft.chat_template.encoder import ChatEncoder
-from chatsft.chat_template.parts import Encoded, ParityError, TooLong
+from chatsft.chat_template.parts import ParityError, TooLong
 from chatsft.config import EPOCH, SPLITS
+from chatsft.errors import UserError
 from chatsft.io import atomic_path, read_jsonl, write_jsonl
 from chatsft.params import TokenizeParams
 from chatsft.template_kwargs import USED_FILE, write_used
+from chatsft.tokenize_workers import encode_chunks
 
 # `source`: the record's data.raw entry (written by clean), for the loss per source.
 FEATURES = Features({"input_ids": Sequence(Value("int32")), "labels": Sequence(Value("int32")),
                      "source": Value("string")})
-CHUNK = 1024  # most records per batched tokenizer call
-# Fewer records per process than this are not worth a fork: a pool costs ~0.1 CPU-second and
-# each child page-faults its way through the parent's copied memory (measured with the real
-# Qwen tokenizer, benchmarks/tokenize_real.py).
-MIN_CHUNK = 256
 # Above this share of a split quarantined as too long, the stage warns and suggests a
 # max_length: a silent loss of that size changes what the model learns.
 TOO_LONG_WARNING = 0.05
 KEEP_SHARE = 0.99
-
-
-# What a forked worker process inherits: the encoder and the records (a worker is sent only
-# a range of indices, not the records themselves, which would be pickled to it).
-_WORKER: ChatEncoder | None = None
-_RECORDS: list[dict] = []
-
-
-def _encode_range(bounds: tuple[int, int]) -> tuple[list, bytes, bytes]:
-    """A worker's results, with every sample's ids and labels in two int32 buffers: pickling
-    those back is a copy, where lists of Python ints are pickled and rebuilt one int at a
-    time. Per record: its exception, or (length, dropped turns) per sample."""
-    results = _WORKER.encode_records(_RECORDS[bounds[0] : bounds[1]])
-    ids, labels, shapes = array("i"), array("i"), []
-    for res in results:
-        if isinstance(res, Exception):
-            shapes.append(res)
-            continue
-        shapes.append([(len(e.input_ids), e.dropped_turns) for e in res])
-        for e in res:
-            ids.extend(e.input_ids)
-            labels.extend(e.labels)
-    return shapes, ids.tobytes(), labels.tobytes()
-
-
-def _unpack(shapes: list, ids_bytes: bytes, labels_bytes: bytes) -> list:
-    ids, labels = array("i"), array("i")
-    ids.frombytes(ids_bytes)
-    labels.frombytes(labels_bytes)
-    ids, labels = ids.tolist(), labels.tolist()
-    out, at = [], 0
-    for shape in shapes:
-        if isinstance(shape, Exception):
-            out.append(shape)
-            continue
-        samples = []
-        for n, dropped in shape:
-            samples.append(Encoded(ids[at : at + n], labels[at : at + n], dropped))
-            at += n
-        out.append(samples)
-    return out
-
-
-def chunk_size(n: int, num_proc: int) -> int:
-    """Records per chunk: at most CHUNK, and a multiple of `num_proc` chunks of about equal
-    size, so that every process gets work (a split of up to CHUNK records used to be one
-    chunk, hence one process) and none is left with a short last chunk."""
-    if num_proc <= 1:
-        return CHUNK
-    chunks = num_proc * -(-n // (num_proc * CHUNK))
-    return max(MIN_CHUNK, -(-n // max(chunks, 1)))
-
-
-def encode_all(records: list[dict], encoder: ChatEncoder, num_proc: int = 1) -> Iterator:
-    """`encoder.encode_records` of every record, in order, in chunks over `num_proc` forked
-    processes (rendering the template is Python, one core per process). The results are the
-    same with any number of processes: each record is encoded on its own."""
-    size = chunk_size(len(records), num_proc)
-    bounds = [(b, min(b + size, len(records))) for b in range(0, len(records), size)]
-    if num_proc <= 1 or len(bounds) <= 1:
-        for start, stop in bounds:
-            yield from encoder.encode_records(records[start:stop])
-        return
-    global _WORKER, _RECORDS
-    _WORKER, _RECORDS = encoder, records
-    try:
-        with multiprocessing.get_context("fork").Pool(min(num_proc, len(bounds))) as pool:
-            for results in pool.imap(_encode_range, bounds):
-                yield from _unpack(*results)
-    finally:
-        _WORKER, _RECORDS = None, []
+INT32_MAX = 2**31 - 1
 
 
 @contextmanager
 def _no_cyclic_gc() -> Iterator[None]:
-    """CPython's cyclic collector walks every element of every list at each full collection,
-    and the columns grow to millions of token ids. Merging 10 workers' results took 2.2x as
-    long with it on (0.128 s vs 0.058 s for 10,000 samples); one process on the real Qwen
-    tokenizer went from 1.82 to 1.53 s on 10,000 alpaca_zh conversations (one run each).
+    """CPython's cyclic collector walks every tracked object at each full collection: the
+    records and, while a batch is encoded, every sample's lists. With it paused one process
+    spent 2-3% less CPU on 10,000 alpaca_zh / 3,360 multi-turn conversations on the real Qwen
+    tokenizer (3.21 vs 3.30 s, 9.93 vs 10.13 s, mean of 4 interleaved runs: about the noise),
+    and merging 10 workers' results took 2.2x less time when they were lists of ints (0.058 vs
+    0.128 s).
     Nothing built here forms reference cycles, so collection waits until the split is done."""
     was_enabled = gc.isenabled()
     gc.disable()
@@ -132,8 +61,8 @@ def _no_cyclic_gc() -> Iterator[None]:
 def tokenize_split(
     records: list[dict], encoder: ChatEncoder, split: str, source: str | None = None,
     num_proc: int = 1, max_parity_failures: float = 0.0,
-) -> tuple[dict[str, list], list[dict], dict]:
-    """Encode one split; returns (columns, quarantined records, stats).
+) -> tuple[pa.Table, list[dict], dict]:
+    """Encode one split; returns (its samples' columns, quarantined records, stats).
 
     A record the template cannot render, or whose last assistant turn cannot fit, is
     quarantined with its reason. So is a record whose training tokens differ from what
@@ -146,34 +75,37 @@ def tokenize_split(
 
 def _tokenize_split(records: list[dict], encoder: ChatEncoder, split: str, source: str | None,
                     num_proc: int, max_parity_failures: float
-                    ) -> tuple[dict[str, list], list[dict], dict]:
+                    ) -> tuple[pa.Table, list[dict], dict]:
     source = source or f"data/clean/{split}.jsonl"
-    cols: dict[str, list] = {"input_ids": [], "labels": [], "source": [], EPOCH: []}
+    lengths: list[int] = []
+    sources: list[str] = []
+    epochs: list[int] = []
+    ids: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
     quarantine: list[dict] = []
     reasons: Counter = Counter()
     needed: list[int] = []  # tokens the too-long conversations need to be kept
-    truncated = dropped = split_conversations = supervised = 0
-    for n, (rec, res) in enumerate(zip(records, encode_all(records, encoder, num_proc),
-                                       strict=True), start=1):
-        if isinstance(res, Exception):
-            reason = "parity" if isinstance(res, ParityError) else res.reason
-            reasons[reason] += 1
-            if isinstance(res, TooLong) and res.needed is not None:
-                needed.append(res.needed)
-            quarantine.append({"source": source, "where": f"line {n}",
-                               "reason": reason, "detail": str(res), "record": rec})
-            continue
-        truncated += res[0].dropped_turns > 0
-        dropped += res[0].dropped_turns
-        split_conversations += len(res) > 1
-        for enc in res:
-            cols["input_ids"].append(enc.input_ids)
-            cols["labels"].append(enc.labels)
-            cols["source"].append(rec.get("source", ""))
-            cols[EPOCH].append(rec.get(EPOCH, 0))
-            supervised += len(enc.labels) - enc.labels.count(IGNORE)
-    if not any(cols[EPOCH]):  # one draw for every epoch: no column
-        del cols[EPOCH]
+    truncated = dropped = split_conversations = 0
+    n = 0  # records seen
+    for chunk in encode_chunks(records, encoder, num_proc):
+        ids.append(chunk.input_ids)
+        labels.append(chunk.labels)
+        for res in chunk.outcomes:
+            rec, n = records[n], n + 1
+            if isinstance(res, Exception):
+                reason = "parity" if isinstance(res, ParityError) else res.reason
+                reasons[reason] += 1
+                if isinstance(res, TooLong) and res.needed is not None:
+                    needed.append(res.needed)
+                quarantine.append({"source": source, "where": f"line {n}",
+                                   "reason": reason, "detail": str(res), "record": rec})
+                continue
+            truncated += res[0][1] > 0  # (length, dropped turns) per sample
+            dropped += res[0][1]
+            split_conversations += len(res) > 1
+            lengths += (length for length, _ in res)
+            sources += [rec.get("source", "")] * len(res)
+            epochs += [rec.get(EPOCH, 0)] * len(res)
     failed = reasons["parity"]
     if failed and failed > max_parity_failures * len(records):
         first = next(q for q in quarantine if q["reason"] == "parity")
@@ -183,11 +115,23 @@ def _tokenize_split(records: list[dict], encoder: ChatEncoder, split: str, sourc
             f"than for inference (more than tokenize.max_parity_failures="
             f"{max_parity_failures}); the template or tokenizer needs fixing. First, "
             f"{first['where']}: {first['detail']}\n  record: {preview[:400]}")
-    tokens = sum(map(len, cols["input_ids"]))
+    flat_ids = np.concatenate(ids) if ids else np.zeros(0, np.int32)
+    flat_labels = np.concatenate(labels) if labels else np.zeros(0, np.int32)
+    tokens, supervised = len(flat_ids), int(np.count_nonzero(flat_labels != IGNORE))
+    if tokens > INT32_MAX:
+        raise UserError(f"{source}: {tokens:,} tokens, more than one Arrow column holds "
+                        f"({INT32_MAX:,}); split the data into several data.raw files")
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]
+                                      ).astype(np.int32))
+    columns = {"input_ids": pa.ListArray.from_arrays(offsets, pa.array(flat_ids)),
+               "labels": pa.ListArray.from_arrays(offsets, pa.array(flat_labels)),
+               "source": pa.array(sources, type=pa.string())}
+    if any(epochs):  # else one draw for every epoch: no column
+        columns[EPOCH] = pa.array(epochs, type=pa.int32())
     stats = {
         "conversations": len(records),
         "kept": len(records) - len(quarantine),
-        "samples": len(cols["input_ids"]),
+        "samples": len(lengths),
         "quarantined": dict(sorted(reasons.items())),
         "truncated": truncated,
         "dropped_messages": dropped,
@@ -195,11 +139,11 @@ def _tokenize_split(records: list[dict], encoder: ChatEncoder, split: str, sourc
         "tokens": tokens,
         "supervised_tokens": supervised,
         "supervised_fraction": round(supervised / tokens, 6) if tokens else 0.0,
-        "longest": max(map(len, cols["input_ids"]), default=0),
+        "longest": max(lengths, default=0),
         "too_long_fraction": round(len(needed) / len(records), 6) if records else 0.0,
         "max_length_keeping_99pct": length_keeping(len(records) - len(quarantine), needed),
     }
-    return cols, quarantine, stats
+    return pa.table(columns), quarantine, stats
 
 
 def length_keeping(kept: int, needed: list[int], share: float = KEEP_SHARE) -> int | None:
@@ -227,22 +171,14 @@ def too_long_warnings(stats: dict, max_length: int | None) -> list[str]:
     return out
 
 
-def to_dataset(cols: dict[str, list]) -> Dataset:
-    """The columns as a Dataset, straight to Arrow (Dataset.from_dict encodes row by row,
-    twice as slow). Its fingerprint is set from the content, through the private
-    `Dataset._fingerprint` (datasets has no public way): the random one it would otherwise get
-    lands in `state.json` and makes data/tokenized differ on every run, so DVC would see a new
-    output and rerun train each time."""
-    ids = pa.list_(pa.int32())
-    columns = {"input_ids": pa.array(cols["input_ids"], type=ids),
-               "labels": pa.array(cols["labels"], type=ids),
-               "source": pa.array(cols.get("source") or [""] * len(cols["input_ids"]),
-                                  type=pa.string())}
+def to_dataset(table: pa.Table) -> Dataset:
+    """`tokenize_split`'s columns as a Dataset. Its fingerprint is set from the content,
+    through the private `Dataset._fingerprint` (datasets has no public way): the random one it
+    would otherwise get lands in `state.json` and makes data/tokenized differ on every run, so
+    DVC would see a new output and rerun train each time."""
     features = FEATURES
-    if EPOCH in cols:
-        columns[EPOCH] = pa.array(cols[EPOCH], type=pa.int32())
+    if EPOCH in table.column_names:
         features = Features({**FEATURES, EPOCH: Value("int32")})
-    table = pa.table(columns)
     h = hashlib.sha256()
     for column in table.columns:
         for chunk in column.chunks:
@@ -266,19 +202,22 @@ def tokenize_all(
 ) -> tuple[dict[str, Dataset], list[dict], dict]:
     """All splits; stats per split plus `packing`, the packed layout of the train split."""
     datasets, quarantine, stats = {}, [], {}
-    train_cols: dict[str, list] = {"input_ids": [], "labels": []}
     for split in SPLITS:
         path = Path(clean_dir) / f"{split}.jsonl"
-        cols, q, s = tokenize_split(read_jsonl(path), encoder, split, str(path), num_proc,
-                                    max_parity_failures)
-        datasets[split] = to_dataset(cols)
+        table, q, s = tokenize_split(read_jsonl(path), encoder, split, str(path), num_proc,
+                                     max_parity_failures)
+        datasets[split] = to_dataset(table)
         quarantine += q
         stats[split] = s
-        if split == "train":
-            train_cols = cols
-    capacity = encoder.max_length or max(map(len, train_cols["input_ids"]), default=1)
-    stats["packing"] = {"capacity": capacity, **pack_stats(
-        train_cols["input_ids"], train_cols["labels"], capacity)}
+    train = datasets["train"].data.table
+    lengths = pc.list_value_length(train["input_ids"]).to_numpy()
+    labels = pc.list_flatten(train["labels"]).to_numpy()
+    # packing masks each sample's first label (pack_rows), so it is not counted
+    firsts = pc.list_element(train["labels"], 0).to_numpy() if len(lengths) else labels
+    supervised = int(np.count_nonzero(labels != IGNORE) - np.count_nonzero(firsts != IGNORE))
+    capacity = encoder.max_length or int(lengths.max(initial=1))
+    stats["packing"] = {"capacity": capacity,
+                        **pack_stats(lengths.tolist(), supervised, capacity)}
     stats["warnings"] = too_long_warnings(stats, encoder.max_length)
     return datasets, quarantine, stats
 

@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from chatsft.batching.collate import Collator, varlen_offsets
-from chatsft.batching.packing import IGNORE, first_fit_decreasing, pack_rows, pack_stats
+from chatsft.batching.packing import (
+    IGNORE,
+    first_fit_decreasing,
+    layout_stats,
+    pack_rows,
+    pack_stats,
+)
 from chatsft.chat_template.encoder import ChatEncoder
 from chatsft.model import attention  # also registers sdpa_varlen
 
@@ -52,7 +58,9 @@ def test_pack_rows_restart_positions_and_never_train_a_first_token():
          "position_ids": [0, 1, 2, 0, 1, 2, 3]},
         {"input_ids": [8, 9], "labels": [IGNORE, 9], "position_ids": [0, 1]},
     ]
-    stats = pack_stats(ids, labels, 7)
+    supervised = sum(v != IGNORE for lab in labels for v in lab[1:])
+    stats = pack_stats([len(x) for x in ids], supervised, 7)
+    assert stats == layout_stats([r["labels"] for r in rows], len(rows), 7)
     assert stats == {"rows": 2, "real_tokens": 9, "padding_fraction": round(1 - 9 / 14, 6),
                      "supervised_fraction": round(5 / 9, 6)}
 

@@ -11,12 +11,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from chatsft import tokenize_data
 from chatsft.chat_template.encoder import ChatEncoder
 from chatsft.chat_template.parts import ParityError
 from chatsft.data.clean import clean_records
+from chatsft.errors import UserError
 from chatsft.mask_audit import audit_html
 from chatsft.params import DataParams, Params
-from chatsft.tokenize_data import encode_all, to_dataset, tokenize_split
+from chatsft.tokenize_data import to_dataset, tokenize_split
+from chatsft.tokenize_workers import encode_chunks
 from tests.chat_templates import llama3_tokenizer, qwen25_tokenizer
 from tests.conftest import REAL_DATA
 from tests.test_scratch_template import PLAIN_CHATML
@@ -71,7 +74,8 @@ def test_quarantine_and_stats(demo_records, chatml_tokenizer):
     tok = copy.deepcopy(chatml_tokenizer)
     tok.chat_template = PLAIN_CHATML  # without tool sections, so the tool record is unsupported
     enc = ChatEncoder(tok, max_length=48)
-    cols, quarantine, stats = tokenize_split(records, enc, "train", "data/clean/train.jsonl")
+    table, quarantine, stats = tokenize_split(records, enc, "train", "data/clean/train.jsonl")
+    cols = table.to_pydict()
     reasons = {q["where"]: q["reason"] for q in quarantine}
     assert reasons["line 51"] == "too long" and reasons["line 52"] == "unsupported role"
     assert quarantine[-1]["record"] == TOOL_RECORD
@@ -80,7 +84,7 @@ def test_quarantine_and_stats(demo_records, chatml_tokenizer):
     assert q["unsupported role"] == 1 and q["too long"] >= 1
     assert stats["kept"] == len(records) - sum(q.values()) == stats["samples"]
     assert stats["truncated"] > 0 and stats["dropped_messages"] >= 2 * stats["truncated"]
-    assert stats["longest"] <= 48
+    assert stats["longest"] == max(map(len, cols["input_ids"])) <= 48
     assert stats["tokens"] == sum(map(len, cols["input_ids"]))
     assert stats["supervised_tokens"] == sum(v != IGNORE for lab in cols["labels"] for v in lab)
 
@@ -107,13 +111,19 @@ def test_num_proc_spreads_a_small_split_over_processes_with_identical_output(
     for num_proc, expected in ((1, {os.getpid()}), (2, None)):
         encoder = PidEncoder(chatml_tokenizer, max_length=128)
         encoder.log = tmp_path / f"pids{num_proc}"
-        results = list(encode_all(records, encoder, num_proc))
-        assert len(results) == len(records)
+        chunks = list(encode_chunks(records, encoder, num_proc))
+        assert sum(len(c.outcomes) for c in chunks) == len(records)
         pids = {int(x) for x in encoder.log.read_text().split()}
         assert pids == expected if expected else len(pids) == 2 and os.getpid() not in pids
     one, two = (tokenize_split(records, ChatEncoder(chatml_tokenizer, max_length=128), "train",
                                num_proc=n) for n in (1, 2))
-    assert one == two and one[2]["samples"] == 600 and one[2]["truncated"] > 0
+    assert one[0].equals(two[0]) and one[1:] == two[1:]
+    # The columns, built from each chunk's flat arrays, hold exactly the encoder's samples.
+    direct = ChatEncoder(chatml_tokenizer, max_length=128).encode_records(records)
+    samples = [(e.input_ids, e.labels) for r in direct if not isinstance(r, Exception) for e in r]
+    assert list(zip(*two[0].select(["input_ids", "labels"]).to_pydict().values(),
+                    strict=True)) == samples
+    assert one[2]["samples"] == 600 and one[2]["truncated"] > 0
     assert [q["where"] for q in two[1]] == ["line 301", "line 302"]
     assert to_dataset(one[0])._fingerprint == to_dataset(two[0])._fingerprint
 
@@ -129,7 +139,7 @@ def test_parity_failure_is_quarantined_and_the_split_goes_on():
     records = [PARITY_GOOD] * 9 + [PARITY_BAD]
     cols, quarantine, stats = tokenize_split(records, ChatEncoder(qwen25_tokenizer()),
                                              "validation", max_parity_failures=0.1)
-    assert stats["quarantined"] == {"parity": 1} and len(cols["input_ids"]) == 9
+    assert stats["quarantined"] == {"parity": 1} and cols.num_rows == 9
     (q,) = quarantine
     assert q["where"] == "line 10" and q["record"] == PARITY_BAD
     assert "first difference" in q["detail"] and "'ĊĊ'" in q["detail"]
@@ -149,7 +159,7 @@ def test_dataset_is_deterministic(demo_records, chatml_tokenizer):
     enc = ChatEncoder(chatml_tokenizer)
     cols = tokenize_split(demo_records[:30], enc, "train")[0]
     a, b = to_dataset(cols), to_dataset(tokenize_split(demo_records[:30], enc, "train")[0])
-    assert a._fingerprint == b._fingerprint and a[:] == cols
+    assert a._fingerprint == b._fingerprint and a[:] == cols.to_pydict()
     other = to_dataset(tokenize_split(demo_records[1:31], enc, "train")[0])
     assert other._fingerprint != a._fingerprint
 
@@ -231,3 +241,11 @@ def test_stage_quarantines_a_rare_parity_failure_and_goes_on(tmp_path, demo_reco
     assert [(q["where"], q["record"]) for q in parity] == [("line 151", PARITY_BAD)]
     stats = json.loads((tmp_path / "metrics" / "tokenize.json").read_text())
     assert stats["train"]["quarantined"].get("parity") == 1
+
+
+def test_a_split_over_one_arrow_column_stops_with_a_clear_error(demo_records, chatml_tokenizer,
+                                                                 monkeypatch):
+    monkeypatch.setattr(tokenize_data, "INT32_MAX", 100)
+    with pytest.raises(UserError, match=r"data/clean/train.jsonl: [\d,]+ tokens, more than one "
+                       r"Arrow column holds \(100\)"):
+        tokenize_split(demo_records[:5], ChatEncoder(chatml_tokenizer), "train")

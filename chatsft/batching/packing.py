@@ -77,6 +77,10 @@ def layout_stats(labels: Sequence[Sequence[int]], rows: int, capacity: int | Non
     The first label of each sample never counts: packing masks it (`pack_rows`)."""
     real = sum(len(lab) for lab in labels)
     supervised = sum(sum(v != IGNORE for v in lab[1:]) for lab in labels)
+    return _layout(rows, capacity, real, supervised)
+
+
+def _layout(rows: int, capacity: int | None, real: int, supervised: int) -> dict:
     return {
         "rows": rows,
         "real_tokens": real,
@@ -86,12 +90,8 @@ def layout_stats(labels: Sequence[Sequence[int]], rows: int, capacity: int | Non
     }
 
 
-def pack_stats(
-    input_ids: Sequence[Sequence[int]],
-    labels: Sequence[Sequence[int]],
-    capacity: int,
-) -> dict:
-    """`layout_stats` of `pack_rows`' layout, without building the rows."""
-    lengths = [len(x) for x in input_ids]
+def pack_stats(lengths: Sequence[int], supervised: int, capacity: int) -> dict:
+    """`layout_stats` of `pack_rows`' layout of samples of these lengths, `supervised` of
+    their tokens trained (not counting each sample's first), without building the rows."""
     rows = len(first_fit_decreasing(lengths, capacity)) if lengths else 0
-    return layout_stats(labels, rows, capacity)
+    return _layout(rows, capacity, sum(lengths), supervised)
