@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import select
 import signal
 import sys
@@ -167,6 +168,12 @@ def test_chat_in_a_terminal_streams_and_survives_ctrl_c(bigram_model_dir, chatml
         rest = term.expect("[stopped]", timeout=30)
         assert (streamed + rest).count(word) < 3000  # stopped long before 6000 tokens
         term.expect("User: ")
+        # Only the main thread takes SIGINT: one given to a torch worker thread would trip
+        # Python's flag while the main thread sat on in readline, deaf to Ctrl-C.
+        tasks = [t for t in Path(f"/proc/{term.pid}/task").glob("*") if t.name != str(term.pid)]
+        for task in tasks:
+            blocked = int(re.search(r"SigBlk:\s*(\w+)", (task / "status").read_text())[1], 16)
+            assert blocked >> (signal.SIGINT - 1) & 1, task
         term.send("/reset\n")
         term.expect("[history cleared]")
         term.expect("User: ")

@@ -108,6 +108,8 @@ class ChatSession:
 
         @torch.inference_mode()
         def work() -> None:
+            if hasattr(signal, "pthread_sigmask"):  # Ctrl-C is the main thread's (cli/infer.py)
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
             try:
                 out = self.model.generate(
                     input_ids=torch.tensor([ids], device=device),
