@@ -106,6 +106,11 @@ class Terminal:
     def __init__(self, argv: list[str], env: dict[str, str]) -> None:
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child: stdin/stdout/stderr are the pty's slave side
+            # As a shell starts a foreground program: SIGINT at its default, not blocked. An
+            # ignored SIGINT survives exec, and the suite's process had it ignored by the time
+            # this test ran (a Ctrl-C at the prompt then did nothing, in CI).
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
             os.chdir(ROOT)
             os.execve(sys.executable, [sys.executable, *argv], env)
         self.seen, self.pos = "", 0
