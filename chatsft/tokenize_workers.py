@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +23,7 @@ CHUNK = 1024  # most records per batched tokenizer call, and per task sent to a 
 # each child page-faults its way through the parent's copied memory (measured with the real
 # Qwen tokenizer, benchmarks/tokenize_real.py).
 MIN_CHUNK = 256
+PARALLELISM = "TOKENIZERS_PARALLELISM"
 
 
 @dataclass
@@ -59,6 +63,11 @@ _WORKER: ChatEncoder | None = None
 _RECORDS: Sequence[dict] = []
 
 
+def _start_worker() -> None:
+    # A fresh thread: one inherited through fork does not exist in the child.
+    _WORKER.masker.batch_thread = ThreadPoolExecutor(1)
+
+
 def _encode_range(bounds: tuple[int, int]) -> Chunk:
     return encode_chunk(_WORKER, _RECORDS[bounds[0] : bounds[1]])
 
@@ -73,22 +82,51 @@ def chunk_size(n: int, num_proc: int) -> int:
     return max(MIN_CHUNK, -(-n // max(chunks, 1)))
 
 
+@contextmanager
+def _one_thread_per_process(encoder: ChatEncoder) -> Iterator[None]:
+    """While several processes share the cores: the Rust tokenizer without its own thread
+    pool (it reads TOKENIZERS_PARALLELISM at every call), here and in the processes forked
+    now. A pool already started in this process does not survive a fork, so a child that used
+    it would hang: tokenizers only turns it off in the child itself when the variable is
+    unset, and a user who set it to true (to silence the fork warning) got a stage that
+    never ended. This process's batches run on a thread of their own (`Masker`)."""
+    saved = os.environ.get(PARALLELISM)
+    os.environ[PARALLELISM] = "false"
+    encoder.masker.batch_thread = ThreadPoolExecutor(1)
+    try:
+        yield
+    finally:
+        encoder.masker.batch_thread.shutdown()
+        encoder.masker.batch_thread = None
+        if saved is None:
+            os.environ.pop(PARALLELISM, None)
+        else:
+            os.environ[PARALLELISM] = saved
+
+
 def encode_chunks(records: Sequence[dict], encoder: ChatEncoder, num_proc: int = 1
                   ) -> Iterator[Chunk]:
-    """Every record encoded, in order, in chunks over `num_proc` forked processes (rendering
-    the template is Python, one core per process). The results are the same with any number
-    of processes: each record is encoded on its own."""
+    """Every record encoded, in order, in chunks over `num_proc` processes: this one and
+    `num_proc - 1` forked ones (rendering the template is Python, one core per process). The
+    results are the same with any number of processes: each record is encoded on its own."""
     size = chunk_size(len(records), num_proc)
     bounds = [(b, min(b + size, len(records))) for b in range(0, len(records), size)]
-    if num_proc <= 1 or len(bounds) <= 1:
+    procs = min(num_proc, len(bounds))
+    if procs <= 1:
         for start, stop in bounds:
             yield encode_chunk(encoder, records[start:stop])
         return
     global _WORKER, _RECORDS
     _WORKER, _RECORDS = encoder, records
     try:
-        with multiprocessing.get_context("fork").Pool(min(num_proc, len(bounds))) as pool:
-            yield from pool.imap(_encode_range, bounds)
+        # This process takes every procs-th chunk itself: a fork fewer (each forked worker
+        # page-faults through its first chunk, ~0.1 CPU-s) and its memory is already warm.
+        with (_one_thread_per_process(encoder),
+              multiprocessing.get_context("fork").Pool(procs - 1, _start_worker) as pool):
+            forked = {i: pool.apply_async(_encode_range, (b,))
+                      for i, b in enumerate(bounds) if i % procs}
+            for i, (start, stop) in enumerate(bounds):
+                yield forked.pop(i).get() if i % procs else encode_chunk(encoder,
+                                                                         records[start:stop])
     finally:
         _WORKER, _RECORDS = None, []
-
