@@ -150,6 +150,20 @@ class Terminal:
         raise AssertionError("the program did not exit")
 
 
+def assert_only_the_main_thread_takes_sigint(pid: int) -> None:
+    """One SIGINT given to another thread (torch's, the generation thread) would trip Python's
+    flag while the main thread sat on in readline, deaf to Ctrl-C."""
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        if task.name == str(pid):
+            continue
+        try:
+            status = (task / "status").read_text()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        blocked = int(re.search(r"SigBlk:\s*(\w+)", status)[1], 16)
+        assert blocked >> (signal.SIGINT - 1) & 1, task
+
+
 def test_chat_in_a_terminal_streams_and_survives_ctrl_c(bigram_model_dir, chatml_tokenizer):
     tok = chatml_tokenizer
     [hi] = words(tok, 1)
@@ -169,16 +183,12 @@ def test_chat_in_a_terminal_streams_and_survives_ctrl_c(bigram_model_dir, chatml
         term.expect("Assistant: ")
         streamed = term.expect(word * 5)  # several words arrive while the reply goes on
         assert "User: " not in streamed
+        assert_only_the_main_thread_takes_sigint(term.pid)  # the generation thread included
         term.send("\x03")  # Ctrl-C: the terminal sends SIGINT to the program
         rest = term.expect("[stopped]", timeout=30)
         assert (streamed + rest).count(word) < 3000  # stopped long before 6000 tokens
         term.expect("User: ")
-        # Only the main thread takes SIGINT: one given to a torch worker thread would trip
-        # Python's flag while the main thread sat on in readline, deaf to Ctrl-C.
-        tasks = [t for t in Path(f"/proc/{term.pid}/task").glob("*") if t.name != str(term.pid)]
-        for task in tasks:
-            blocked = int(re.search(r"SigBlk:\s*(\w+)", (task / "status").read_text())[1], 16)
-            assert blocked >> (signal.SIGINT - 1) & 1, task
+        assert_only_the_main_thread_takes_sigint(term.pid)
         term.send("/reset\n")
         term.expect("[history cleared]")
         term.expect("User: ")

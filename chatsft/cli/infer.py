@@ -9,15 +9,13 @@ commands, so `chatsft --help` stays fast.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
 import sys
-from collections.abc import Iterator
 
 from pydantic import ValidationError
 
 from chatsft.cli.schema import add_field_flag
 from chatsft.errors import UserError
+from chatsft.inference.sigint import sigint_blocked
 from chatsft.params import GenerationParams, ModelParams
 
 
@@ -83,26 +81,10 @@ def _load(args: argparse.Namespace):
                                     args.trust_remote_code)
 
 
-@contextlib.contextmanager
-def _sigint_for_main_thread_only() -> Iterator[None]:
-    """Threads started inside never take a Ctrl-C (they inherit the blocked SIGINT). The kernel
-    gives a process's SIGINT to any thread not blocking it; one given to another thread trips
-    Python's flag but does not interrupt readline's select() in the main thread, so the prompt
-    does not answer it (tests/test_chat.py once saw ten Ctrl-Cs in a row go unanswered)."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-
-
 def _chat(args: argparse.Namespace) -> int:
     # torch starts a thread on import and its thread pool at its first parallel op; the model
     # loads after, so that Ctrl-C can stop a long load
-    with _sigint_for_main_thread_only():
+    with sigint_blocked():
         import torch
 
         torch.ones(256, 256) @ torch.ones(256, 256)

@@ -37,6 +37,7 @@ from chatsft.inference.generation import (
     generation_config,
     stop_token_ids,
 )
+from chatsft.inference.sigint import sigint_blocked
 from chatsft.params import GenerationParams
 
 HELP = "Commands: /reset, /system TEXT, /exit. Ctrl-C stops a reply."
@@ -108,8 +109,6 @@ class ChatSession:
 
         @torch.inference_mode()
         def work() -> None:
-            if hasattr(signal, "pthread_sigmask"):  # Ctrl-C is the main thread's (cli/infer.py)
-                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
             try:
                 out = self.model.generate(
                     input_ids=torch.tensor([ids], device=device),
@@ -124,7 +123,8 @@ class ChatSession:
                 streamer.end()
 
         thread = threading.Thread(target=work, daemon=True)
-        thread.start()
+        with sigint_blocked():  # Ctrl-C is the main thread's
+            thread.start()
         for piece in streamer:
             write(piece)
         thread.join()
