@@ -57,6 +57,7 @@ def lock_outs(repo: Path) -> dict[str, str]:
 TIMED = {"metrics/train.json", "metrics/train/metrics.json", "metrics/train/plots"}
 
 
+@pytest.mark.ci  # make test-ci: about 80 s (every stage again); kept out of make test (15 min)
 def test_force_repro_gives_identical_outputs(pipeline_repo):
     before = lock_outs(pipeline_repo)
     run(["dvc", "repro", "--force"], pipeline_repo)
@@ -66,6 +67,7 @@ def test_force_repro_gives_identical_outputs(pipeline_repo):
     assert not changed, f"outputs differ between two runs: {sorted(changed)}"
 
 
+@pytest.mark.ci  # make test-ci: about 130 s; kept out of make test (15 min)
 def test_queued_sweep_runs_every_grid_point(pipeline_repo):
     repo = pipeline_repo
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]

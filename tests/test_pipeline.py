@@ -108,6 +108,7 @@ def test_an_evaluate_change_reruns_only_evaluate(repo):
         run(["dvc", "repro"], repo)
 
 
+@pytest.mark.ci  # make test-ci: 70 s (a retrain, then one more); kept out of make test (15 min)
 def test_a_train_change_does_not_score_the_base_again(repo):
     """The untrained base's scores are a stage of their own: an experiment on a train param
     retrains and re-evaluates the fine-tuned model only, and reports the same base scores."""
