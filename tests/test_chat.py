@@ -107,8 +107,10 @@ class Terminal:
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child: stdin/stdout/stderr are the pty's slave side
             # As a shell starts a foreground program: SIGINT at its default, not blocked. An
-            # ignored SIGINT survives exec, and the suite's process had it ignored by the time
-            # this test ran (a Ctrl-C at the prompt then did nothing, in CI).
+            # ignored SIGINT survives exec, and a suite started in the background of a
+            # non-interactive shell (`bash .ci/run > log &`) has it ignored from the start (POSIX:
+            # such a shell starts `&` commands with SIGINT ignored): a Ctrl-C at the prompt then
+            # did nothing, in CI.
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
             os.chdir(ROOT)
