@@ -25,7 +25,8 @@ repro: install
 test: install
 	$(BIN)/python -m pytest -m "not ci"
 
-# The four model families through `dvc repro` (about 7 min): CI runs them after `make test`.
+# Tests marked ci (the four model families through `dvc repro`, the slowest DVC experiment
+# tests, multi-process launches; 25-35 min on this machine): CI runs them after `make test`.
 test-ci: install
 	$(BIN)/python -m pytest -m ci
 

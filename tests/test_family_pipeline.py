@@ -27,7 +27,7 @@ import pytest
 
 from tests.pipeline_clone import clone_repo, run
 
-pytestmark = [pytest.mark.slow, pytest.mark.ci]  # make test-ci: about 7 minutes
+pytestmark = [pytest.mark.slow, pytest.mark.ci]  # make test-ci: 15-20 min on this machine
 
 ANSWER = "Paris is the capital of France."
 THOUGHT = "The user asks about a capital."
