@@ -22,13 +22,17 @@ import sys
 # change of seed over 750 steps (exact match moved 13.7 -> 19.0 with a kernel change, on 168
 # prompts where one reply is 0.6 points); the README lists the same table.
 RULES = [
-    ("metrics/eval.json", "*.perplexity", "rel", 0.10),
-    ("metrics/eval.json", "*.loss", "abs", 0.1),  # log of perplexity: ~10% too
-    ("metrics/eval.json", "*.token_accuracy", "abs", 0.02),
-    ("metrics/eval.json", "*.bleu4", "abs", 6.0),
-    ("metrics/eval.json", "*.rouge*", "abs", 6.0),
-    ("metrics/eval.json", "*.exact_match", "abs", 8.0),
-    ("metrics/eval.json", "*.generated_tokens_mean", "rel", 0.15),
+    ("metrics/eval*.json", "*.perplexity", "rel", 0.10),
+    ("metrics/eval*.json", "*.loss", "abs", 0.1),  # log of perplexity: ~10% too
+    ("metrics/eval*.json", "*.token_accuracy", "abs", 0.02),
+    ("metrics/eval*.json", "*.bleu4", "abs", 6.0),
+    ("metrics/eval*.json", "*.rouge*", "abs", 6.0),
+    ("metrics/eval*.json", "*.exact_match", "abs", 8.0),
+    ("metrics/eval*.json", "*.generated_tokens_mean", "rel", 0.15),
+    # fractions of the test's tool-call turns (121 in the default run: one turn is 0.008); on
+    # another CPU arguments_exact moved 0.760 -> 0.793
+    ("metrics/eval*.json", "*.tool_call_name_accuracy", "abs", 0.08),
+    ("metrics/eval*.json", "*.tool_call_arguments_exact", "abs", 0.08),
     ("metrics/train.json", "*loss", "abs", 0.1),
     ("metrics/train.json", "eval_loss_by_source.*", "abs", 0.1),  # keys end in the source
     ("metrics/train.json", "*_step", "skip", 0),  # the best eval may fall on another step
@@ -62,11 +66,24 @@ def check(path: str, key: str, old: object, new: object) -> str | None:
     return f"{path} {key}: {old!r} committed, {new!r} reproduced (tolerance {shown})"
 
 
+def committed_in_git(rev: str, path: str) -> bool:
+    return subprocess.run(["git", "cat-file", "-e", f"{rev}:{path}"],
+                          capture_output=True).returncode == 0
+
+
 def main(argv: list[str]) -> int:
     rev = argv[1] if len(argv) > 1 else "HEAD"
     out = subprocess.run(["dvc", "metrics", "diff", "--json", "--all", rev],
                          capture_output=True, text=True, check=True).stdout
     diff = json.loads(out or "{}")
+    # A metrics file kept only in the DVC cache (git-ignored, as metrics/eval_base.json) has no
+    # committed values in a clean clone unless it reproduced byte for byte (then the cache has
+    # it): every `old` is missing. It cannot be compared; it is named, not failed.
+    for path in [p for p, keys in diff.items()
+                 if keys and all(v.get("old") is None for v in keys.values())
+                 and not committed_in_git(rev, p)]:
+        print(f"compare_metrics: {path} is not in git at {rev} (DVC cache only): not compared")
+        del diff[path]
     problems = [p for path, keys in diff.items() for key, v in keys.items()
                 if (p := check(path, key, v.get("old"), v.get("new")))]
     compared = sum(len(keys) for keys in diff.values())
