@@ -154,6 +154,25 @@ def test_item16_ci_compares_reproduced_metrics_with_the_committed_ones(repo):
         path.write_text(committed)
 
 
+def test_item16_tool_call_scores_and_the_base_scores_have_tolerances():
+    """Fractions of tool-call turns move across CPUs like the other scores (0.760 committed,
+    0.793 reproduced on another CPU, which the exact rule failed), and the untrained base's
+    scores (metrics/eval_base.json) follow the eval rules, not the exact one."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare_metrics",
+                                                  ROOT / ".ci" / "compare_metrics.py")
+    cm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cm)
+    for key in ("sft.test.tool_call_arguments_exact", "sft.test.tool_call_name_accuracy"):
+        assert cm.check("metrics/eval.json", key, 0.7603, 0.7934) is None
+        assert cm.check("metrics/eval.json", key, 0.7603, 0.60) is not None
+    assert cm.check("metrics/eval.json", "sft.test.tool_call_turns", 121, 122) is not None
+    assert cm.check("metrics/eval_base.json", "test.perplexity", 2954.6, 2960.0) is None
+    assert cm.check("metrics/eval_base.json", "test.bleu4", 0.0103, 0.5) is None
+    assert cm.check("metrics/eval_base.json", "test.perplexity", 2954.6, 4000.0) is not None
+
+
 def test_item12_stage_entry_runs_with_a_sound_lock(repo):
     """The check does not refuse a good lock (the pipeline's own, just reproduced)."""
     assert run_stage("validate", repo).returncode == 0
