@@ -76,9 +76,10 @@ def main(argv: list[str]) -> int:
     out = subprocess.run(["dvc", "metrics", "diff", "--json", "--all", rev],
                          capture_output=True, text=True, check=True).stdout
     diff = json.loads(out or "{}")
-    # A metrics file kept only in the DVC cache (git-ignored, as metrics/eval_base.json) has no
-    # committed values in a clean clone unless it reproduced byte for byte (then the cache has
-    # it): every `old` is missing. It cannot be compared; it is named, not failed.
+    # A metrics file kept only in the DVC cache (a metrics output without `cache: false`; this
+    # project commits all of its own, tests/test_config.py) has no committed values in a clean
+    # clone unless it reproduced byte for byte: every `old` is missing. It cannot be compared;
+    # it is named, not failed.
     for path in [p for p, keys in diff.items()
                  if keys and all(v.get("old") is None for v in keys.values())
                  and not committed_in_git(rev, p)]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
 from dataclasses import fields
 from pathlib import Path
 
@@ -48,6 +49,20 @@ def test_each_stage_writes_what_dvc_yaml_says(name):
     _, outs = _stage_paths(DVC["stages"][name])
     assert {str(p) for p in stage.outputs(Layout())} <= outs
     assert DVC["stages"][name]["cmd"] == f"python -m stages.{name}"
+
+
+def test_every_metrics_file_is_kept_in_git():
+    """Metrics live in git (`cache: false`): a clean clone then has the committed values that
+    CI compares a reproduction with, and `dvc metrics diff` / `dvc exp show` read them from any
+    commit. metrics/eval_base.json was cached only, so CI could not compare it (issue 13)."""
+    cached = [(name, path) for name, stage in DVC["stages"].items()
+              for entry in stage.get("metrics", [])
+              for path, opts in ([(entry, {})] if isinstance(entry, str) else entry.items())
+              if (opts or {}).get("cache", True)]
+    assert cached == []
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", "metrics/eval_base.json"],
+                             cwd=ROOT, capture_output=True, text=True)
+    assert ignored.returncode == 1, ignored.stdout
 
 
 def test_layout_survives_the_relaunch_argument(tmp_path):
