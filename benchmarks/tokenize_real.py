@@ -36,9 +36,11 @@ not): chatsft with 1 process and every core, per CPU-second and by wall time, wr
 model caches the words it has encoded, so one process encodes each word of the K copies once
 and N workers once each; with the cache off (`bpe_cache_off`) each word costs the same on
 both sides, as on K times as much distinct data. The runs of a round (each configuration
-once, in its own subprocess) alternate and the best of `--repeats` rounds is kept: this
-machine's speed drifts by 10-20% over minutes, more than the effect measured. `--baseline
-DIR` adds one process of another checkout of chatsft (the code before a change).
+once, in its own subprocess, in the opposite order to the round before) alternate; the table
+gives the best of `--repeats` rounds, and the median over rounds of each round's own
+1-process/N-process CPU ratio (paired: this machine's speed drifts by 10-20% over minutes,
+more than the effect measured). `--baseline DIR` adds one process of another checkout of
+chatsft (the code before a change).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ import os
 import pstats
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -321,14 +324,16 @@ def scaling(args: argparse.Namespace, sets: dict) -> None:
     rounds = []
     for n in range(args.repeats):
         print(f"round {n + 1} of {args.repeats}...", flush=True)
+        # The order swaps every round: whichever runs first meets a different machine.
+        order = list(configs.items())[:: -1 if n % 2 else 1]
         rounds.append({(mode, key): spawn(args, "chatsft", procs, cache, repeats=1, code=code)
-                       for mode, cache in modes.items() for key, (procs, code) in configs.items()})
+                       for mode, cache in modes.items() for key, (procs, code) in order})
     out: dict = {"cores": os.cpu_count(), "copies": args.scaling, "rounds": args.repeats,
                  "baseline": str(args.baseline) if args.baseline else None,
                  "sets": {name: {"conversations": len(records)} for name, records in sets.items()}}
     print("| set | conversations | tokens | BPE cache | procs | wall s | CPU s | conv/s | "
-          "per CPU-s vs 1 proc | wall per process vs 1 proc |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "per CPU-s vs 1 proc | median of rounds | wall per process vs 1 proc |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, records in sets.items():
         for mode in modes:
             best = {key: {k: min(r[(mode, key)][name][k] for r in rounds) for k in ("wall", "cpu")}
@@ -336,14 +341,19 @@ def scaling(args: argparse.Namespace, sets: dict) -> None:
             one, rows = best["1"], {}
             for key, (procs, _) in configs.items():
                 r = best[key]
+                # Paired: 1 process against this configuration within each round.
+                paired = statistics.median(x[(mode, "1")][name]["cpu"] / x[(mode, key)][name]["cpu"]
+                                           for x in rounds)
                 rows[key] = {"wall": round(r["wall"], 3), "cpu": round(r["cpu"], 3),
                              "per_cpu_second_vs_single": round(one["cpu"] / r["cpu"], 2),
+                             "per_cpu_second_vs_single_median": round(paired, 2),
                              "per_core_vs_single_wall": round(one["wall"] / (r["wall"] * procs),
                                                               2)}
                 print(f"| {name} | {len(records):,} | {rounds[0][(mode, '1')][name]['tokens']:,} "
                       f"| {mode[10:]} | {key} | {r['wall']:.2f} | {r['cpu']:.2f} | "
                       f"{rate(len(records), r['wall'])} | "
                       f"{rows[key]['per_cpu_second_vs_single']} | "
+                      f"{rows[key]['per_cpu_second_vs_single_median']} | "
                       f"{rows[key]['per_core_vs_single_wall']} |")
             out["sets"][name] |= {"tokens": rounds[0][(mode, "1")][name]["tokens"], mode: rows}
     path = args.output.with_name("tokenize_scaling.json")
