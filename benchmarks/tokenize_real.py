@@ -41,6 +41,8 @@ gives the best of `--repeats` rounds, and the median over rounds of each round's
 1-process/N-process CPU ratio (paired: this machine's speed drifts by 10-20% over minutes,
 more than the effect measured). `--baseline DIR` adds one process of another checkout of
 chatsft (the code before a change).
+`tokenize_per_core.py` counts instructions instead, which do not drift, and measures how
+much identical work drifts here.
 """
 
 from __future__ import annotations
