@@ -16,7 +16,8 @@ same code (benchmarks/README.md), more than the effect measured. Two measurement
   (the Rust tokenizer's pool, the batch thread) and every forked worker. Counting starts and
   stops around that call (a small C helper issuing callgrind's client requests, compiled here
   with gcc), so imports and loading the tokenizer are not counted. PYTHONHASHSEED is fixed;
-  two runs of a configuration agree to about 1e-4. Needs valgrind, its headers
+  two runs of a configuration agree within 0.3% (1 process: 5e-4; the pool's threads and
+  malloc move the 2-process counts a little). Needs valgrind, its headers
   (`callgrind.h`) and gcc; about 14 minutes on 2 cores for the four sets.
 - The machine (`--corun R`; `benchmarks/results/tokenize_corun.json`). What this machine
   charges for running two processes at once, whatever they do: one single-threaded tokenize
@@ -120,12 +121,14 @@ def count(args: argparse.Namespace, name: str, procs: int, cache: bool) -> dict:
         run = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if run.returncode:
             sys.exit(f"{name}, {procs} process(es): valgrind failed:\n{run.stderr[-3000:]}")
-        files = sorted(Path(tmp).glob("cg.*"))
-        totals = [int(re.search(r"^totals: (\d+)", f.read_text(), re.M).group(1))
-                  for f in files]
+        totals = {f: int(re.search(r"^totals: (\d+)", f.read_text(), re.M).group(1))
+                  for f in sorted(Path(tmp).glob("cg.*"))}
+        # The warm-up's workers exit before counting starts: nothing counted, not listed.
+        files = [f for f, n in totals.items() if n]
         parts = [by_object(f) for f in files]
-        return {"instructions": sum(totals), "processes": len(files),
-                "per_process": totals, "tokens": json.loads(result.read_text())["tokens"],
+        return {"instructions": sum(totals.values()), "processes": len(files),
+                "per_process": [totals[f] for f in files],
+                "tokens": json.loads(result.read_text())["tokens"],
                 **{k: sum(p[k] for p in parts) for k in OBJECTS.values()}}
 
 
