@@ -39,8 +39,9 @@ both sides, as on K times as much distinct data. The runs of a round (each confi
 once, in its own subprocess, in the opposite order to the round before) alternate; the table
 gives the best of `--repeats` rounds, and the median over rounds of each round's own
 1-process/N-process CPU ratio (paired: this machine's speed drifts by 10-20% over minutes,
-more than the effect measured). `--baseline DIR` adds one process of another checkout of
-chatsft (the code before a change).
+more than the effect measured), and the kernel's CPU seconds and minor page faults (a pool's
+fork shares memory copy-on-write: a fixed cost per pool). `--baseline DIR` adds one process
+of another checkout of chatsft (the code before a change).
 `tokenize_per_core.py` counts instructions instead, which do not drift, and measures how
 much identical work drifts here.
 """
@@ -147,21 +148,24 @@ def row_hash(ids, labels) -> str:
     return hashlib.sha256(json.dumps([list(ids), list(labels)]).encode()).hexdigest()[:16]
 
 
-def cpu_seconds() -> float:
-    """CPU time of this process and of its waited-for children (pool workers)."""
-    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
-                                                   resource.getrusage(resource.RUSAGE_CHILDREN)))
+def usage() -> tuple[float, float, int]:
+    """(CPU seconds, of which in the kernel, minor page faults) of this process and of its
+    waited-for children (pool workers)."""
+    runs = (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    return (sum(r.ru_utime + r.ru_stime for r in runs), sum(r.ru_stime for r in runs),
+            sum(r.ru_minflt for r in runs))
 
 
 def timed(fn, repeats: int):
-    """(result of the last call, best wall seconds, best CPU seconds)."""
-    walls, cpus, out = [], [], None
+    """(result of the last call, best wall seconds, best CPU seconds, the kernel seconds and
+    minor page faults of the run with the best CPU)."""
+    walls, runs, out = [], [], None
     for _ in range(repeats):
-        t0, c0 = time.perf_counter(), cpu_seconds()
+        t0, u0 = time.perf_counter(), usage()
         out = fn()
         walls.append(time.perf_counter() - t0)
-        cpus.append(cpu_seconds() - c0)
-    return out, min(walls), min(cpus)
+        runs.append(tuple(b - a for a, b in zip(u0, usage(), strict=True)))
+    return (out, min(walls), *min(runs))
 
 
 # -- workers --------------------------------------------------------------------------------
@@ -196,11 +200,12 @@ def chatsft_worker(sets: dict, num_proc: int, repeats: int, profile: bool,
         # stage), built outside the timing: its construction (a private copy of the Rust
         # tokenizer, once per stage run) is reported apart as encoder_seconds.
         encoders = iter([new_encoder() for _ in range(repeats)])
-        (ds, quarantine, stats), wall, cpu = timed(
+        (ds, quarantine, stats), wall, cpu, sys_cpu, faults = timed(
             lambda r=records, e=encoders: run(r, next(e))(), repeats)
         dropped = {int(q["where"].split()[1]) - 1 for q in quarantine}
         kept = [i for i in range(len(records)) if i not in dropped]
-        results[name] = {"wall": wall, "cpu": cpu, "tokens": stats["tokens"],
+        results[name] = {"wall": wall, "cpu": cpu, "sys": sys_cpu, "faults": faults,
+                         "tokens": stats["tokens"],
                          "supervised": stats["supervised_tokens"],
                          "quarantined": stats["quarantined"],
                          "hashes": dict(zip(kept, map(row_hash, ds["input_ids"], ds["labels"]),
@@ -240,7 +245,7 @@ def trl_worker(sets: dict, num_proc: int, repeats: int, profile: bool) -> dict:
                 return trainer._prepare_dataset(Dataset.from_list(records), tokenizer, config,
                                                 False, None, "train")
             go()  # warm-up
-            ds, wall, cpu = timed(go, repeats)
+            ds, wall, cpu, _, _ = timed(go, repeats)
             results[name] = {"wall": wall, "cpu": cpu, "tokens": sum(map(len, ds["input_ids"])),
                              "supervised": sum(v != -100 for lab in ds["labels"] for v in lab),
                              "hashes": dict(enumerate(map(row_hash, ds["input_ids"],
@@ -334,8 +339,9 @@ def scaling(args: argparse.Namespace, sets: dict) -> None:
                  "baseline": str(args.baseline) if args.baseline else None,
                  "sets": {name: {"conversations": len(records)} for name, records in sets.items()}}
     print("| set | conversations | tokens | BPE cache | procs | wall s | CPU s | conv/s | "
-          "per CPU-s vs 1 proc | median of rounds | wall per process vs 1 proc |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "per CPU-s vs 1 proc | median of rounds | wall per process vs 1 proc | "
+          "kernel s | page faults |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, records in sets.items():
         for mode in modes:
             best = {key: {k: min(r[(mode, key)][name][k] for r in rounds) for k in ("wall", "cpu")}
@@ -346,7 +352,13 @@ def scaling(args: argparse.Namespace, sets: dict) -> None:
                 # Paired: 1 process against this configuration within each round.
                 paired = statistics.median(x[(mode, "1")][name]["cpu"] / x[(mode, key)][name]["cpu"]
                                            for x in rounds)
+                # Kernel time and minor page faults, medians of the rounds: a pool's forked
+                # processes share the parent's pages copy-on-write, so each side's first
+                # write to a page costs a fault (a fixed cost per pool, not per record).
+                kernel = {k: statistics.median(x[(mode, key)][name].get(k, 0) for x in rounds)
+                          for k in ("sys", "faults")}
                 rows[key] = {"wall": round(r["wall"], 3), "cpu": round(r["cpu"], 3),
+                             "sys": round(kernel["sys"], 3), "faults": int(kernel["faults"]),
                              "per_cpu_second_vs_single": round(one["cpu"] / r["cpu"], 2),
                              "per_cpu_second_vs_single_median": round(paired, 2),
                              "per_core_vs_single_wall": round(one["wall"] / (r["wall"] * procs),
@@ -356,9 +368,11 @@ def scaling(args: argparse.Namespace, sets: dict) -> None:
                       f"{rate(len(records), r['wall'])} | "
                       f"{rows[key]['per_cpu_second_vs_single']} | "
                       f"{rows[key]['per_cpu_second_vs_single_median']} | "
-                      f"{rows[key]['per_core_vs_single_wall']} |")
+                      f"{rows[key]['per_core_vs_single_wall']} | {rows[key]['sys']:.2f} | "
+                      f"{rows[key]['faults']:,} |")
             out["sets"][name] |= {"tokens": rounds[0][(mode, "1")][name]["tokens"], mode: rows}
     path = args.output.with_name("tokenize_scaling.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {path}")
 
